@@ -1,0 +1,112 @@
+"""Measurements, one thread (as on Binder's single core).
+
+    python -m rnnbook.bench rnn [--T 50 --N 32 --M 64 --D 128 --repeat 30]
+        median time of forward+backward of rnnbook.rnn and of torch.nn.RNN, float64,
+        and the ratio (NumPy time / torch time; below 1 means NumPy is faster)
+    python -m rnnbook.bench notebooks [PATH ...]
+        wall time (kernel start included) and the kernel's peak memory of executing
+        each notebook (default: book/, solutions/ and exercises/)
+"""
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"   # before NumPy and torch load their thread pools
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def _median_time(fn, repeat):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_rnn(T, N, M, D, repeat):
+    import torch
+    from rnnbook import rnn
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    module = torch.nn.RNN(M, D).double()
+    params = rnn.from_torch(module)
+    rng = np.random.default_rng(0)
+    x, h0, dhs = rng.normal(size=(T, N, M)), rng.normal(size=(N, D)), rng.normal(size=(T, N, D))
+    xt, h0t, dhst = (torch.tensor(a) for a in (x, h0[None], dhs))
+    xt.requires_grad_(True)
+    h0t.requires_grad_(True)
+
+    def numpy_step():
+        hs, cache = rnn.forward(params, x, h0)
+        rnn.backward(dhs, cache)
+
+    def torch_step():
+        module.zero_grad(set_to_none=True)
+        xt.grad = h0t.grad = None
+        out, _ = module(xt, h0t)
+        out.backward(dhst)
+
+    t_np = _median_time(numpy_step, repeat)
+    t_torch = _median_time(torch_step, repeat)
+    print(f"simple RNN forward+backward, float64, 1 thread, T={T} N={N} M={M} D={D}, "
+          f"median of {repeat}")
+    print(f"  rnnbook (NumPy): {t_np * 1e3:8.3f} ms")
+    print(f"  torch.nn.RNN   : {t_torch * 1e3:8.3f} ms")
+    print(f"  ratio NumPy/torch: {t_np / t_torch:.2f}")
+    return t_np, t_torch
+
+
+_RUN_NOTEBOOK = """
+import resource, sys, nbformat
+from pathlib import Path
+from nbclient import NotebookClient
+path = Path(sys.argv[1])
+nb = nbformat.read(path, as_version=4)
+NotebookClient(nb, kernel_name="python3", timeout=600, allow_errors=True,
+               resources={"metadata": {"path": str(path.parent)}}).execute()
+errors = sum(o.output_type == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, errors)
+"""
+
+
+def bench_notebooks(paths):
+    if not paths:
+        paths = [p for d in ("book", "solutions", "exercises") for p in sorted(Path(d).glob("*.ipynb"))]
+    print(f"{'notebook':45s} {'seconds':>8s} {'peak MB':>8s} {'errors':>6s}")
+    for path in paths:
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, "-c", _RUN_NOTEBOOK, str(path)],
+                                capture_output=True, text=True)
+        elapsed = time.perf_counter() - start
+        if result.returncode != 0:
+            print(f"{str(path):45s} failed: {result.stderr.strip().splitlines()[-1:]}")
+            continue
+        peak_kb, errors = result.stdout.split()[-2:]
+        print(f"{str(path):45s} {elapsed:8.1f} {int(peak_kb) / 1024:8.0f} {errors:>6s}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m rnnbook.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["rnn", "notebooks"])
+    parser.add_argument("paths", nargs="*", help="notebooks (with 'notebooks')")
+    for name, default in (("T", 50), ("N", 32), ("M", 64), ("D", 128), ("repeat", 30)):
+        parser.add_argument(f"--{name}", type=int, default=default)
+    args = parser.parse_args(argv)
+    if args.what == "notebooks":
+        return bench_notebooks(args.paths)
+    bench_rnn(args.T, args.N, args.M, args.D, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
