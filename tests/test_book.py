@@ -1,0 +1,100 @@
+"""The book's own rules, checked without executing anything."""
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+EXECUTED = sorted((ROOT / "book").glob("*.ipynb")) + sorted((ROOT / "solutions").glob("*.ipynb"))
+ALL = EXECUTED + sorted((ROOT / "exercises").glob("*.ipynb"))
+
+
+def ids(paths):
+    return [str(p.relative_to(ROOT)) for p in paths]
+
+
+def macro_cell_source():
+    """The \\newcommand line every notebook starts with, built from _config.yml's macros."""
+    macros = CONFIG["sphinx"]["config"]["mathjax3_config"]["tex"]["macros"]
+    parts = []
+    for name, body in macros.items():
+        if isinstance(body, list):
+            parts.append(f"\\newcommand{{\\{name}}}[{body[1]}]{{{body[0]}}}")
+        else:
+            parts.append(f"\\newcommand{{\\{name}}}{{{body}}}")
+    return "$" + " ".join(parts) + "$"
+
+
+def test_toc_files_exist():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    for f in files:
+        assert any((ROOT / (f + ext)).exists() for ext in ("", ".md", ".ipynb")), f
+
+
+def test_there_are_notebooks():
+    assert len(EXECUTED) >= 4 and len(ALL) >= 6
+
+
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_macro_cell_matches_config(path):
+    """Jupyter, Binder and Colab know the book's macros through this hidden first cell."""
+    first = nbformat.read(path, as_version=4).cells[0]
+    assert first.cell_type == "markdown" and first.metadata.get("tags") == ["remove-cell"]
+    assert first.source == macro_cell_source(), "regenerate the macro cell from _config.yml"
+
+
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_kernel_and_single_title(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    headings = [line for c in nb.cells if c.cell_type == "markdown"
+                for line in c.source.splitlines() if re.match(r"#+ ", line)]
+    assert headings and headings[0].startswith("# ")
+    assert sum(h.startswith("# ") for h in headings) == 1, "one H1 title per notebook"
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=ids(EXECUTED))
+def test_outputs_are_stored_and_clean(path):
+    """nbval compares stored outputs, so every code cell must have been run, without
+    errors or warnings, and no output may be excluded from the comparison."""
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or not cell.source.strip():
+            continue
+        assert cell.execution_count is not None, f"cell {i} was not executed"
+        assert "NBVAL" not in cell.source, f"cell {i}: nbval markers are not allowed"
+        for out in cell.outputs:
+            assert out.output_type != "error", f"cell {i}: stored error {out.get('ename')}"
+            assert not (out.output_type == "stream" and out.name == "stderr"), \
+                f"cell {i}: stored stderr output: {out.text[:200]}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "solutions").glob("*.ipynb")),
+                         ids=ids(sorted((ROOT / "solutions").glob("*.ipynb"))))
+def test_solutions_have_code_and_written_tasks(path):
+    nb = nbformat.read(path, as_version=4)
+    assert sum("# BEGIN SOLUTION" in c.source for c in nb.cells if c.cell_type == "code") >= 2
+    assert any("solution" in c.metadata.get("tags", []) for c in nb.cells if c.cell_type == "markdown")
+
+
+def test_requirements_are_exact_pins():
+    lines = [ln.strip() for ln in (ROOT / "requirements.txt").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[\w.]+", ln) for ln in lines), lines
+    assert "torch==2.13.0" in lines
+    assert any(re.fullmatch(r"jupyter-book==1\.[\w.]+", ln) for ln in lines)
+
+
+def pins(path):
+    return {ln.split("==")[0].lower(): ln.split("==")[1] for ln in
+            (ROOT / path).read_text().splitlines() if "==" in ln and not ln.startswith("#")}
+
+
+def test_binder_pins_match_requirements():
+    main, binder = pins("requirements.txt"), pins("binder/requirements.txt")
+    assert binder.pop("torch") == main.pop("torch") + "+cpu"
+    assert binder == main
