@@ -1,11 +1,12 @@
-"""Simple recurrent network (Elman), NNDL section 6.2 and 6.4.2.
+"""Simple recurrent network (Elman), NNDL section 6.2.1; BPTT, NNDL section 6.4.1.
+Book: chapter 01 (derivation, eqs. 1.1-1.11), chapter 02 (NumPy and PyTorch).
 
-    z_t = U h_{t-1} + W x_t + b        (NNDL 6.10)
-    h_t = tanh(z_t)                    (NNDL 6.11)
+    z_t = U h_{t-1} + W x_t + b        (book 1.1)
+    h_t = tanh(z_t)                    (book 1.2)
 
 Backpropagation through time, with delta_t = dL/dz_t = sum_{s>=t} delta_{s,t}:
 
-    delta_t = tanh'(z_t) * (dL/dh_t + U^T delta_{t+1})     (NNDL 6.36, summed over s)
+    delta_t = tanh'(z_t) * (dL/dh_t + U^T delta_{t+1})     (book 1.11)
     dL/dU = sum_t delta_t h_{t-1}^T                        (NNDL 6.39)
     dL/dW = sum_t delta_t x_t^T                            (NNDL 6.40)
     dL/db = sum_t delta_t                                  (NNDL 6.41)
@@ -45,7 +46,7 @@ def forward(params, x, h0):
     hs = np.empty((T, N, D), dtype)
     h = h0.astype(dtype, copy=False)
     for t in range(T):
-        h = np.tanh(xWb[t] + h @ U.T)              # (6.10)-(6.11)
+        h = np.tanh(xWb[t] + h @ U.T)              # (1.1)-(1.2)
         hs[t] = h
     cache = {"params": params, "x": x, "h0": h0, "hs": hs}
     return hs, cache
