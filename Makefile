@@ -17,10 +17,11 @@ book: env $(MATHJAX)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
+# The site is built first (from scratch, so no warning hides in a cached page): the
+# browser tests in tests/ open the built pages.
 test: env $(MATHJAX)
-	$(BIN)/python -m pytest tests $(PYTEST_NOTEBOOKS)
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
-	@echo "The book is at $(CURDIR)/_build/html/index.html"
+	$(BIN)/python -m pytest tests $(PYTEST_NOTEBOOKS)
 
 env: $(VENV)/.installed
 
