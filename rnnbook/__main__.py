@@ -1,9 +1,18 @@
-"""Command line: ``rnnbook assign`` and ``rnnbook bench`` (also ``python -m rnnbook ...``)."""
+"""Command line: ``rnnbook assign``, ``rnnbook grade``, ``rnnbook autograder`` and
+``rnnbook bench`` (also ``python -m rnnbook ...``)."""
 import argparse
 import sys
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # grade and autograder parse their own options (so that `rnnbook grade -h` is theirs)
+    if argv and argv[0] == "grade":
+        from rnnbook.grade import main as grade_main
+        return grade_main(argv[1:])
+    if argv and argv[0] == "autograder":
+        from rnnbook.autograder import main as autograder_main
+        return autograder_main(argv[1:])
     parser = argparse.ArgumentParser(prog="rnnbook", description="Course tools of the rnnbook textbook.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("assign", help="write exercises/ from solutions/")
@@ -11,6 +20,8 @@ def main(argv=None):
     p.add_argument("--exercises", default="exercises", help="folder to write")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 if exercises/ is out of date")
+    sub.add_parser("grade", help="grade students' notebooks (see rnnbook grade -h)")
+    sub.add_parser("autograder", help="build a Gradescope autograder (see rnnbook autograder -h)")
     b = sub.add_parser("bench", help="speed against PyTorch (see python -m rnnbook.bench -h)")
     b.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)

@@ -6,6 +6,11 @@
     python -m rnnbook.bench notebooks [PATH ...]
         wall time (kernel start included) and the kernel's peak memory of executing
         each notebook (default: book/, solutions/ and exercises/)
+    python -m rnnbook.bench grade [--n 100 --baseline-n 10 --jobs CORES]
+        `rnnbook grade` on N correct submissions of every exercise (generated from
+        solutions/, outputs cleared), then the nbclient baseline (one fresh kernel per
+        notebook, as nbgrader and otter-grader run them, --jobs at a time) on the first
+        BASELINE_N students' notebooks; prints seconds per notebook and the ratio
 """
 import os
 
@@ -95,16 +100,86 @@ def bench_notebooks(paths):
         print(f"{str(path):45s} {elapsed:8.1f} {int(peak_kb) / 1024:8.0f} {errors:>6s}")
 
 
+def _run_nbclient(path):
+    """One notebook in a fresh kernel (the baseline of bench_grade); returns seconds, errors."""
+    import nbformat
+    from nbclient import NotebookClient
+    start = time.perf_counter()
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, kernel_name="python3", timeout=600, allow_errors=True,
+                   resources={"metadata": {"path": str(Path(path).parent)}}).execute()
+    errors = sum(o.output_type == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    return time.perf_counter() - start, errors
+
+
+def bench_grade(n, baseline_n, jobs):
+    import csv
+    import multiprocessing
+    import shutil
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor
+
+    import nbformat
+    from rnnbook.grade import ROOT, Grader, solved_submission
+    jobs = jobs or len(os.sched_getaffinity(0))
+    names = sorted(p.stem for p in (ROOT / "exercises").glob("*.ipynb"))
+    tmp = Path(tempfile.mkdtemp(prefix="rnnbook-bench-grade-"))
+    try:
+        subs = tmp / "submissions"
+        for name in names:
+            text = nbformat.writes(solved_submission(ROOT / "solutions" / f"{name}.ipynb"))
+            for i in range(n):
+                (subs / f"student{i:03d}").mkdir(parents=True, exist_ok=True)
+                (subs / f"student{i:03d}" / f"{name}.ipynb").write_text(text)
+        count = n * len(names)
+        print(f"{n} correct submissions of each of {', '.join(names)}: {count} notebooks, "
+              f"{jobs} at a time")
+
+        start = time.perf_counter()
+        Grader(subs, tmp / "out", jobs=jobs, progress=False, log=lambda text: None).run()
+        t_grade = time.perf_counter() - start
+        with open(tmp / "out" / "grades.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        full = sum(r["status"] == "graded" and r["score"] == r["max_score"] for r in rows)
+        print(f"  rnnbook grade: {count:4d} notebooks in {t_grade:6.1f} s = "
+              f"{t_grade / count:6.3f} s per notebook (start-up included); "
+              f"full marks: {full}/{len(rows)}")
+
+        files = [subs / f"student{i:03d}" / f"{name}.ipynb" for i in range(min(baseline_n, n))
+                 for name in names]
+        start = time.perf_counter()
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = list(pool.map(_run_nbclient, files))
+        t_base = time.perf_counter() - start
+        errors = sum(e for _, e in runs)
+        print(f"  nbclient     : {len(files):4d} notebooks in {t_base:6.1f} s = "
+              f"{t_base / len(files):6.3f} s per notebook (a fresh kernel each; "
+              f"median {statistics.median(t for t, _ in runs):.2f} s of wall time per kernel; "
+              f"{errors} cell errors)")
+        ratio = (t_base / len(files)) / (t_grade / count)
+        print(f"  ratio        : {ratio:.1f}x faster per notebook with rnnbook grade")
+        return t_grade / count, t_base / len(files)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m rnnbook.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["rnn", "notebooks"])
+    parser.add_argument("what", choices=["rnn", "notebooks", "grade"])
     parser.add_argument("paths", nargs="*", help="notebooks (with 'notebooks')")
     for name, default in (("T", 50), ("N", 32), ("M", 64), ("D", 128), ("repeat", 30)):
         parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--n", type=int, default=100, help="students (with 'grade')")
+    parser.add_argument("--baseline-n", type=int, default=10,
+                        help="students whose notebooks nbclient runs (with 'grade')")
+    parser.add_argument("--jobs", type=int, default=None, help="at a time (with 'grade')")
     args = parser.parse_args(argv)
     if args.what == "notebooks":
         return bench_notebooks(args.paths)
+    if args.what == "grade":
+        bench_grade(args.n, args.baseline_n, args.jobs)
+        return
     bench_rnn(args.T, args.N, args.M, args.D, args.repeat)
 
 

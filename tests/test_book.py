@@ -1,4 +1,5 @@
 """The book's own rules, checked without executing anything."""
+import os
 import re
 from pathlib import Path
 
@@ -98,3 +99,40 @@ def test_binder_pins_match_requirements():
     main, binder = pins("requirements.txt"), pins("binder/requirements.txt")
     assert binder.pop("torch") == main.pop("torch") + "+cpu"
     assert binder == main
+
+
+def test_binder_environment_is_complete():
+    """With binder/ present, Binder ignores the root files: Python version, packages and the
+    install of rnnbook must all come from binder/."""
+    assert (ROOT / "binder" / "runtime.txt").read_text().strip() == "python-3.11"
+    post_build = ROOT / "binder" / "postBuild"
+    assert os.access(post_build, os.X_OK), "binder/postBuild must be executable"
+    assert "pip install --no-deps -e ." in post_build.read_text()
+
+
+def test_launch_buttons_configured():
+    launch, html = CONFIG["launch_buttons"], CONFIG["html"]
+    assert launch["binderhub_url"] == "https://mybinder.org"
+    assert launch["colab_url"] == "https://colab.research.google.com"
+    assert launch["thebe"] is True
+    assert html["use_edit_page_button"] and html["use_issues_button"]
+    assert CONFIG["repository"]["url"].startswith("https://github.com/")
+
+
+def test_toc_lists_exercises_and_solutions():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = {c["file"] for part in toc["parts"] for c in part["chapters"]}
+    for folder in ("exercises", "solutions"):
+        for nb in (ROOT / folder).glob("*.ipynb"):
+            assert f"{folder}/{nb.stem}" in files, f"{folder}/{nb.name} is not in _toc.yml"
+
+
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=ids(WORKFLOWS))
+def test_workflows_run_only_the_readme_commands(path):
+    workflow = yaml.safe_load(path.read_text(encoding="utf-8"))
+    runs = [step["run"].strip() for job in workflow["jobs"].values()
+            for step in job.get("steps", []) if "run" in step]
+    assert runs and set(runs) <= {"make book", "make test", "bash .ci/run"}, runs
