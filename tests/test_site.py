@@ -352,19 +352,8 @@ def test_mathjax_typeset_every_formula(page):
         f"{page['equations']} typeset formulas, but {page['source']} has {page['source_math']}")
 
 
-# Display equations known to overflow, in notebooks that another part of the project owns
-# (solutions/, and exercises/ generated from it). Delete an entry once its source is fixed.
-KNOWN_OVERFLOWS = {
-    "solutions/02_numpy_and_torch": "Task 3 puts the bidirectional RNN's three equations on "
-                                    "one line; give each its own line",
-    "exercises/02_numpy_and_torch": "generated from solutions/02_numpy_and_torch",
-}
-
-
 @pytest.mark.parametrize("page", PAGES, ids=ids(PAGES), indirect=True)
 def test_no_display_equation_overflows(page):
-    if page["overflowing"] and page["name"] in KNOWN_OVERFLOWS:
-        pytest.xfail(KNOWN_OVERFLOWS[page["name"]])
     assert not page["overflowing"], "display equations wider than the column:\n" + \
         "\n".join(page["overflowing"])
 
