@@ -785,23 +785,26 @@ def _child_main(msg, wfd, config):
                 held = True
         return held
 
+    def attempt(fn):
+        """(fn(), None), or (None, error) if it raised; a memory error frees the ballast
+        first, so that the error can be described."""
+        try:
+            return fn(), None
+        except BaseException as e:
+            memory = _is_memory_error(e)
+            if memory:
+                for b in ballast:
+                    b.close()
+                ballast.clear()
+            return None, _describe(e, memory)
+
     for cell in spec["cells"]:
         index = cell["index"]
         send({"op": "cell", "index": index, "event": "start"})
         source = _strip_magics(cell["source"])
         name = f"<cell {index + 1}>"
         linecache.cache[name] = (len(source), None, source.splitlines(True), name)
-        error = None
-        try:
-            exec(compile(source, name, "exec", dont_inherit=True), ns)
-        except BaseException as e:
-            if _is_memory_error(e):
-                for b in ballast:
-                    b.close()
-                ballast.clear()
-                error = _describe(e, True)
-            else:
-                error = _describe(e, False)
+        _, error = attempt(lambda: exec(compile(source, name, "exec", dont_inherit=True), ns))
         builtins.__dict__.update(saved_builtins)    # undo monkeypatching of builtins
         held = after_memory_error() if error is not None and error["memory"] else False
         send({"op": "cell", "index": index, "event": "end", "error": error})
@@ -812,19 +815,9 @@ def _child_main(msg, wfd, config):
 
     for k, check in enumerate(spec["checks"]):
         builtins.__dict__.update(saved_builtins)    # undo monkeypatching of builtins
-        error = None
-        try:
-            message = {"op": "check", "index": k, "value": encode_value(_call(check, ns))}
-        except BaseException as e:
-            if _is_memory_error(e):
-                for b in ballast:
-                    b.close()
-                ballast.clear()
-                error = _describe(e, True)
-            else:
-                error = _describe(e, False)
-        if error is not None:
-            message = {"op": "check", "index": k, "error": error}
+        value, error = attempt(lambda: encode_value(_call(check, ns)))
+        message = ({"op": "check", "index": k, "value": value} if error is None
+                   else {"op": "check", "index": k, "error": error})
         held = after_memory_error() if error is not None and error["memory"] else False
         send(message)
         if held:
