@@ -71,17 +71,11 @@ def bench_rnn(T, N, M, D, repeat):
     return t_np, t_torch
 
 
-_RUN_NOTEBOOK = """
-import resource, sys, nbformat
-from pathlib import Path
-from nbclient import NotebookClient
-path = Path(sys.argv[1])
-nb = nbformat.read(path, as_version=4)
-NotebookClient(nb, kernel_name="python3", timeout=600, allow_errors=True,
-               resources={"metadata": {"path": str(path.parent)}}).execute()
-errors = sum(o.output_type == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, errors)
-"""
+# bench_notebooks runs each notebook in a process of its own, so that the peak memory of
+# its children (the kernel) is the notebook's alone.
+_RUN_NOTEBOOK = ("import resource, sys; from rnnbook.bench import _run_nbclient; "
+                 "seconds, errors = _run_nbclient(sys.argv[1]); "
+                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, errors)")
 
 
 def bench_notebooks(paths):
@@ -105,9 +99,15 @@ def _run_nbclient(path):
     import nbformat
     from nbclient import NotebookClient
     start = time.perf_counter()
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, kernel_name="python3", timeout=600, allow_errors=True,
-                   resources={"metadata": {"path": str(Path(path).parent)}}).execute()
+    for attempt in range(3):   # two kernels starting at once can race for a port: retry
+        nb = nbformat.read(path, as_version=4)
+        try:
+            NotebookClient(nb, kernel_name="python3", timeout=600, allow_errors=True,
+                           resources={"metadata": {"path": str(Path(path).parent)}}).execute()
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
     errors = sum(o.output_type == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     return time.perf_counter() - start, errors
 
