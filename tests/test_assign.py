@@ -34,7 +34,7 @@ def notebook(code=SOLVED):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["widgets"] = {"state": 1}
-    md = nbformat.v4.new_markdown_cell("Derive it.")
+    md = nbformat.v4.new_markdown_cell("# 1. Squares: solutions\n\nDerive it.")
     answer = nbformat.v4.new_markdown_cell("$x^2$ because ...")
     answer.metadata["tags"] = ["solution"]
     c = nbformat.v4.new_code_cell(code, execution_count=3,
@@ -62,16 +62,21 @@ def test_stubs_keep_signature_and_docstring():
 
 def test_answer_cells_outputs_and_metadata():
     ex = make_exercise(notebook())
-    assert ex.cells[0].source == "Derive it."
+    assert ex.cells[0].source == "# 1. Squares: exercises\n\nDerive it."
     assert ex.cells[1].source == ANSWER_PROMPT and ex.cells[1].metadata["tags"] == ["answer"]
     assert ex.cells[2].outputs == [] and ex.cells[2].execution_count is None
     assert "widgets" not in ex.metadata and ex.metadata["kernelspec"]["name"] == "python3"
     nbformat.validate(ex)
 
 
-def test_make_exercise_is_idempotent():
-    once = make_exercise(notebook())
-    assert nbformat.writes(make_exercise(once)) == nbformat.writes(once)
+def test_the_title_must_say_solutions():
+    nb = notebook()
+    nb.cells[0].source = "# 1. Squares\n\nDerive it."
+    with pytest.raises(ValueError, match="bad.ipynb: the title '# 1. Squares' must end with ': solutions'"):
+        make_exercise(nb, "bad.ipynb")
+    nb.cells[0].source = "## Squares: solutions"
+    with pytest.raises(ValueError, match="bad.ipynb: no title"):
+        make_exercise(nb, "bad.ipynb")
 
 
 @pytest.mark.parametrize("code,message", [
