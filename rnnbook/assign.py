@@ -38,7 +38,7 @@ def _stub_code(source, where):
                 raise ValueError(f"{where}, line {n}: solution regions belong inside a "
                                  "function body (indented), so the stub keeps its signature")
             name = _enclosing_function(lines[: n - 1], len(indent))
-            out.append(f'{indent}raise NotImplementedError("{name}: replace this line with your code")')
+            out.append(f'{indent}raise NotImplementedError("{name}: write your code here")')
         elif marker == END:
             if not inside:
                 raise ValueError(f"{where}, line {n}: '{END}' without '{BEGIN}'")

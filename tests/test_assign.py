@@ -50,8 +50,8 @@ def test_stubs_keep_signature_and_docstring():
     code = ex.cells[2].source
     assert "BEGIN SOLUTION" not in code and "y = x * x" not in code and "h + 1" not in code
     assert 'def square(x):\n    """Return x**2, elementwise. x: ndarray of any shape."""\n' \
-           '    raise NotImplementedError("square: replace this line with your code")\n' in code
-    assert '            raise NotImplementedError("step: replace this line with your code")\n' \
+           '    raise NotImplementedError("square: write your code here")\n' in code
+    assert '            raise NotImplementedError("step: write your code here")\n' \
            '        return None' in code
     compile(code, "<exercise>", "exec")
     namespace = {}

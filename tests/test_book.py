@@ -58,6 +58,17 @@ def test_kernel_and_single_title(path):
     assert sum(h.startswith("# ") for h in headings) == 1, "one H1 title per notebook"
 
 
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_code_lines_fit_the_page(path):
+    """At most 80 characters: on the site (1280-px window, both sidebars) a code line
+    holds about 84, and a longer one hides its end behind a scroll bar."""
+    nb = nbformat.read(path, as_version=4)
+    long = [f"cell {i}: {line[:60]}... ({len(line)} characters)"
+            for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            for line in c.source.splitlines() if len(line) > 80]
+    assert not long, "code lines over 80 characters:\n" + "\n".join(long)
+
+
 @pytest.mark.parametrize("path", EXECUTED, ids=ids(EXECUTED))
 def test_outputs_are_stored_and_clean(path):
     """nbval compares stored outputs, so every code cell must have been run, without

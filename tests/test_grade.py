@@ -407,7 +407,7 @@ def test_reasons_in_feedback(graded):
     assert "generator" in checks["rnn_relu_backward"]["outputs"][0]["message"]
     assert result_of(graded, "huge_output")["output_dropped_chars"] > 100_000_000
     fb = (graded["out"] / "stubbed" / "feedback.md").read_text()
-    assert "NotImplementedError: jordan_backward: replace this line with your code" in fb
+    assert "NotImplementedError: jordan_backward: write your code here" in fb
     assert "self-check" in fb and "(not answered)" in fb
 
 

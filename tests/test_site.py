@@ -230,6 +230,10 @@ return {
   overflowing: Array.from(document.querySelectorAll('mjx-container[display="true"]')).filter(
       e => e.scrollWidth > e.clientWidth + 1).map(
       e => `${e.scrollWidth}px in ${e.clientWidth}px: ` + short(e.querySelector("mjx-assistive-mml") || e)),
+  code_overflowing: Array.from(document.querySelectorAll("div.cell div.highlight pre")).filter(
+      e => e.scrollWidth > e.clientWidth + 1).map(
+      e => `${e.scrollWidth}px in ${e.clientWidth}px: ` + e.textContent.split("\\n").reduce(
+          (a, b) => b.length > a.length ? b : a, "").trim().slice(0, 100)),
   images: Array.from(document.images, i => ({
       src: i.currentSrc || i.src, loaded: i.complete && i.naturalWidth > 0,
       in_article: article.contains(i)})),
@@ -356,6 +360,13 @@ def test_mathjax_typeset_every_formula(page):
 def test_no_display_equation_overflows(page):
     assert not page["overflowing"], "display equations wider than the column:\n" + \
         "\n".join(page["overflowing"])
+
+
+@pytest.mark.parametrize("page", PAGES, ids=ids(PAGES), indirect=True)
+def test_no_code_cell_scrolls_sideways(page):
+    """Notebook code lines are at most 80 characters: all of a line shows at WIDTH."""
+    assert not page["code_overflowing"], "code cells wider than the column (longest line):\n" + \
+        "\n".join(page["code_overflowing"])
 
 
 @pytest.mark.parametrize("page", PAGES, ids=ids(PAGES), indirect=True)
