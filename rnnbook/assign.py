@@ -8,8 +8,8 @@ For every solutions/NAME.ipynb, exercises/NAME.ipynb gets:
   function keeps its signature and docstring;
 - each markdown cell tagged ``solution`` replaced by an empty answer prompt tagged
   ``answer`` (the grader collects these for manual marking);
-- the title (the first ``# `` heading) ending in ``: solutions`` ending in ``: exercises``
-  instead, so the two pages of the site are told apart;
+- the title (the first ``# `` heading), which must end in ``: solutions``, ending in
+  ``: exercises`` instead, so the site tells the two pages apart;
 - outputs and execution counts cleared.
 The output depends only on the input, so running it twice changes nothing.
 ``--check`` writes nothing and exits 1 if exercises/ is not what it would write.
