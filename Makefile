@@ -9,6 +9,13 @@ BIN := $(VENV)/bin
 # MathJax 3 from the npm registry, served with the site so it renders offline.
 # Installed at build time, never committed (see book/_ext/local_mathjax.py).
 MATHJAX := _mathjax/node_modules/mathjax/es5/tex-mml-chtml.js
+# PyPI's torch for Linux is a CUDA build of several GB; PyTorch's own CPU index serves the
+# same version without CUDA (as binder/ uses). pip is pointed at it when it answers within
+# 5 s; offline, or with TORCH_INDEX= , pip uses its usual sources (on the course machines a
+# CPU wheel on local disk).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_FLAGS = $(shell test -n "$(TORCH_INDEX)" && curl -fsS --max-time 5 -o /dev/null \
+	"$(TORCH_INDEX)/torch/" 2>/dev/null && echo --extra-index-url $(TORCH_INDEX))
 PYTEST_NOTEBOOKS := --nbval book solutions --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg
 
 .PHONY: book test env clean
@@ -27,7 +34,7 @@ env: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet $(TORCH_FLAGS) -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (rnnbook)"
 	touch $@

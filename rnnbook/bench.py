@@ -1,8 +1,11 @@
 """Measurements, one thread (as on Binder's single core).
 
-    python -m rnnbook.bench rnn [--T 50 --N 32 --M 64 --D 128 --repeat 30]
-        median time of forward+backward of rnnbook.rnn and of torch.nn.RNN, float64,
-        and the ratio (NumPy time / torch time; below 1 means NumPy is faster)
+    python -m rnnbook.bench cells [--cells rnn lstm gru gru-before] [--repeat 20]
+                                  [--T 50 --N 32 --M 64 --D 128]
+        median time of forward+backward of each rnnbook cell and of its torch.nn module,
+        float64, one thread, the ratio (NumPy time / torch time; below 1 means NumPy is
+        faster) and the cell's GEMM rate as a share of this machine's single-thread DGEMM
+        rate; at T N M D = 50 32 32 64 and 50 32 128 256 unless sizes are given
     python -m rnnbook.bench notebooks [PATH ...]
         wall time (kernel start included) and the kernel's peak memory of executing
         each notebook (default: book/, solutions/ and exercises/)
@@ -38,37 +41,76 @@ def _median_time(fn, repeat):
     return statistics.median(times)
 
 
-def bench_rnn(T, N, M, D, repeat):
-    import torch
-    from rnnbook import rnn
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    module = torch.nn.RNN(M, D).double()
-    params = rnn.from_torch(module)
+# The cells compared with PyTorch: name -> (module, torch class, gate blocks G, kwargs,
+# keys of from_torch's params that the variant does not take).
+CELLS = {
+    "rnn": ("rnnbook.rnn", "RNN", 1, {}, ()),
+    "lstm": ("rnnbook.lstm", "LSTM", 4, {}, ()),
+    "gru": ("rnnbook.gru", "GRU", 3, {"reset": "after"}, ()),
+    "gru-before": ("rnnbook.gru", "GRU", 3, {"reset": "before"}, ("b_hn",)),
+}
+SIZES = ((50, 32, 32, 64), (50, 32, 128, 256))   # (T, N, M, D)
+
+
+def dgemm_rate(n=1024, repeat=5):
+    """This machine's single-thread DGEMM rate in GFLOP/s (an n x n x n float64 product)."""
     rng = np.random.default_rng(0)
-    x, h0, dhs = rng.normal(size=(T, N, M)), rng.normal(size=(N, D)), rng.normal(size=(T, N, D))
-    xt, h0t, dhst = (torch.tensor(a) for a in (x, h0[None], dhs))
-    xt.requires_grad_(True)
-    h0t.requires_grad_(True)
+    a, b = rng.normal(size=(n, n)), rng.normal(size=(n, n))
+    return 2 * n ** 3 / _median_time(lambda: a @ b, repeat) / 1e9
+
+
+def gemm_flops(T, N, M, D, G):
+    """GEMM FLOPs of one forward+backward of a cell with G gate blocks: the forward's input
+    and recurrent products (2 T N G D (M + D)), and the backward's four (dW, dU, dx, dh):
+    three times the forward's."""
+    return 3 * 2 * T * N * G * D * (M + D)
+
+
+def bench_cell(name, T, N, M, D, repeat, rate=None):
+    """Median time of forward+backward of an rnnbook cell and of its torch.nn module,
+    float64, one thread; prints the ratio and the share of the DGEMM rate."""
+    import importlib
+
+    import torch
+    torch.set_num_threads(1)
+    path, torch_class, G, kwargs, drop = CELLS[name]
+    lib = importlib.import_module(path)
+    torch.manual_seed(0)
+    module = getattr(torch.nn, torch_class)(M, D).double()
+    params = {k: v for k, v in lib.from_torch(module).items() if k not in drop}
+    rng = np.random.default_rng(0)
+    x, dhs = rng.normal(size=(T, N, M)), rng.normal(size=(T, N, D))
+    states = [rng.normal(size=(N, D)) for _ in range(2 if torch_class == "LSTM" else 1)]
+    xt = torch.tensor(x, requires_grad=True)
+    st = [torch.tensor(s[None], requires_grad=True) for s in states]
+    dhst = torch.tensor(dhs)
 
     def numpy_step():
-        hs, cache = rnn.forward(params, x, h0)
-        rnn.backward(dhs, cache)
+        _, cache = lib.forward(params, x, *states, **kwargs)
+        lib.backward(dhs, cache)
 
     def torch_step():
         module.zero_grad(set_to_none=True)
-        xt.grad = h0t.grad = None
-        out, _ = module(xt, h0t)
+        out, _ = module(xt, tuple(st) if len(st) == 2 else st[0])
         out.backward(dhst)
 
     t_np = _median_time(numpy_step, repeat)
     t_torch = _median_time(torch_step, repeat)
-    print(f"simple RNN forward+backward, float64, 1 thread, T={T} N={N} M={M} D={D}, "
-          f"median of {repeat}")
-    print(f"  rnnbook (NumPy): {t_np * 1e3:8.3f} ms")
-    print(f"  torch.nn.RNN   : {t_torch * 1e3:8.3f} ms")
-    print(f"  ratio NumPy/torch: {t_np / t_torch:.2f}")
+    gflops = gemm_flops(T, N, M, D, G) / t_np / 1e9
+    share = f", {100 * gflops / rate:3.0f} % of DGEMM" if rate else ""
+    print(f"  {name:10s} T={T} N={N} M={M:3d} D={D:3d}: rnnbook {t_np * 1e3:7.2f} ms, "
+          f"torch.nn.{torch_class} {t_torch * 1e3:7.2f} ms, ratio {t_np / t_torch:.2f}; "
+          f"GEMMs at {gflops:5.1f} GFLOP/s{share}")
     return t_np, t_torch
+
+
+def bench_cells(names, sizes, repeat):
+    rate = dgemm_rate()
+    print(f"forward+backward, float64, 1 thread, median of {repeat}; ratio = rnnbook / torch "
+          f"(below 1: NumPy faster); single-thread DGEMM rate {rate:.1f} GFLOP/s")
+    for name in names:
+        for T, N, M, D in sizes:
+            bench_cell(name, T, N, M, D, repeat, rate)
 
 
 # bench_notebooks runs each notebook in a process of its own, so that the peak memory of
@@ -166,10 +208,13 @@ def bench_grade(n, baseline_n, jobs):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m rnnbook.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["rnn", "notebooks", "grade"])
+    parser.add_argument("what", choices=["cells", "notebooks", "grade"])
+    parser.add_argument("--cells", nargs="+", choices=sorted(CELLS),
+                        default=["rnn", "lstm", "gru", "gru-before"])
     parser.add_argument("paths", nargs="*", help="notebooks (with 'notebooks')")
-    for name, default in (("T", 50), ("N", 32), ("M", 64), ("D", 128), ("repeat", 30)):
-        parser.add_argument(f"--{name}", type=int, default=default)
+    for name in ("T", "N", "M", "D"):
+        parser.add_argument(f"--{name}", type=int, default=None)
+    parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--n", type=int, default=100, help="students (with 'grade')")
     parser.add_argument("--baseline-n", type=int, default=10,
                         help="students whose notebooks nbclient runs (with 'grade')")
@@ -180,7 +225,11 @@ def main(argv=None):
     if args.what == "grade":
         bench_grade(args.n, args.baseline_n, args.jobs)
         return
-    bench_rnn(args.T, args.N, args.M, args.D, args.repeat)
+    sizes = SIZES
+    if any(v is not None for v in (args.T, args.N, args.M, args.D)):
+        sizes = [tuple(v if v is not None else d for v, d in
+                       zip((args.T, args.N, args.M, args.D), SIZES[0]))]
+    bench_cells(args.cells, sizes, args.repeat)
 
 
 if __name__ == "__main__":

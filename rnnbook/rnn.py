@@ -20,8 +20,7 @@ import numpy as np
 from rnnbook import _validate
 
 
-def _param_shapes(D, M):
-    return {"U": ((D, D), "(D, D)"), "W": ((D, M), "(D, M)"), "b": ((D,), "(D,)")}
+PARAMS = {"U": "D D", "W": "D M", "b": "D"}   # keys and named dimensions of params
 
 
 def forward(params, x, h0):
@@ -32,13 +31,11 @@ def forward(params, x, h0):
     h0     -- initial state, (N, D)
     Returns hs (T, N, D), the states h_1..h_T, and a cache for ``backward``.
     """
-    x = _validate.array("x", x, (None, None, None), "(T, N, M)")
-    T, N, M = x.shape
-    if not isinstance(params, dict) or "U" not in params:
-        raise ValueError("params must be a dict with keys ['U', 'W', 'b']")
-    D = np.shape(params["U"])[0] if np.ndim(params["U"]) else 0
-    params = _validate.param_dict("params", params, _param_shapes(D, M))
-    h0 = _validate.array("h0", h0, (N, D), "(N, D)")
+    dims = _validate.Dims()
+    x = dims.array("x", x, "T N M")
+    params = dims.params("params", params, PARAMS)
+    h0 = dims.array("h0", h0, "N D")
+    T, N, D = dims.sizes["T"], dims.sizes["N"], dims.sizes["D"]
     U, W, b = params["U"], params["W"], params["b"]
     dtype = _validate.common_dtype(x, h0, U, W, b)
 
@@ -49,7 +46,7 @@ def forward(params, x, h0):
         h = np.tanh(xWb[t] + h @ U.T)              # (1.1)-(1.2)
         hs[t] = h
     cache = {"params": params, "x": x, "h0": h0, "hs": hs}
-    return hs, cache
+    return hs.copy(), cache   # the caller's hs is its own: changing it cannot change the cache
 
 
 def backward(dhs, cache):
@@ -63,7 +60,7 @@ def backward(dhs, cache):
     U, W = cache["params"]["U"], cache["params"]["W"]
     T, N, D = hs.shape
     M = x.shape[2]
-    dhs = _validate.array("dhs", dhs, (T, N, D), "(T, N, D)")
+    dhs = _validate.Dims(T=T, N=N, D=D).array("dhs", dhs, "T N D")
     dtype = _validate.common_dtype(hs, dhs)
 
     delta = np.empty((T, N, D), dtype)   # delta[t] = dL/dz_t

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from rnnbook import rnn
-from rnnbook.grade import Check
+from rnnbook.grading import Check
 
 
 def _t(a, grad=False):

@@ -147,3 +147,73 @@ def test_workflows_run_only_the_readme_commands(path):
     runs = [step["run"].strip() for job in workflow["jobs"].values()
             for step in job.get("steps", []) if "run" in step]
     assert runs and set(runs) <= {"make book", "make test", "bash .ci/run"}, runs
+
+
+# ---- the chapter pattern (README, "For the book's authors") ---------------------------
+
+def setup_line():
+    """The Colab install line every notebook's setup cell holds (repository from _config.yml)."""
+    return f"%pip install --quiet git+{CONFIG['repository']['url']}"
+
+
+@pytest.mark.parametrize("path", ALL, ids=ids(ALL))
+def test_setup_cell_installs_the_library_and_is_hidden(path):
+    """The first code cell installs rnnbook where it is missing (Colab) and imports what the
+    notebook uses; on the site it is folded away (hide-cell), so the page opens with prose."""
+    nb = nbformat.read(path, as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assert "hide-cell" in first.metadata.get("tags", []), "tag the setup cell hide-cell"
+    assert "except ImportError:" in first.source and setup_line() in first.source, \
+        f"the setup cell must install rnnbook when it is missing: {setup_line()}"
+
+
+ALIGNED_BRACKET = re.compile(r"\\begin\{(aligned|gathered|split)\}\s*\[")
+
+
+@pytest.mark.parametrize("path", ALL + sorted((ROOT / "book").glob("*.md")),
+                         ids=ids(ALL + sorted((ROOT / "book").glob("*.md"))))
+def test_no_bracket_after_begin_aligned(path):
+    """MathJax (and LaTeX) read a '[' right after \\begin{aligned} as the environment's
+    optional argument and drop it with what follows: the page loses the left-hand side."""
+    if path.suffix == ".md":
+        texts = [path.read_text(encoding="utf-8")]
+    else:
+        texts = [c.source for c in nbformat.read(path, as_version=4).cells
+                 if c.cell_type == "markdown"]
+    bad = [m.group(0) for text in texts for m in ALIGNED_BRACKET.finditer(text)]
+    assert not bad, f"put {{}} before the '[': {bad}"
+
+
+def image_cells(path):
+    nb = nbformat.read(path, as_version=4)
+    return [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            and any("image/png" in o.get("data", {}) for o in c.outputs)]
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=ids(EXECUTED))
+def test_figures_are_numbered_captioned_crisp_and_described(path):
+    """Every figure: a caption and a name (so Sphinx numbers it), alt text that says what
+    it shows, and a 2x PNG (retina: the output's metadata halves its displayed size)."""
+    for i, cell in image_cells(path):
+        meta = cell.metadata.get("mystnb", {})
+        fig, img = meta.get("figure", {}), meta.get("image", {})
+        assert fig.get("caption") and fig.get("name"), f"cell {i}: mystnb.figure caption/name"
+        assert len(img.get("alt", "")) >= 40, f"cell {i}: mystnb.image.alt, a sentence or more"
+        for out in cell.outputs:
+            if "image/png" in out.get("data", {}):
+                assert out.get("metadata", {}).get("image/png", {}).get("width"), \
+                    f"cell {i}: not a 2x PNG (call rnnbook.notebook.setup() first)"
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=ids(EXECUTED))
+def test_printed_output_fits_and_is_one_box(path):
+    """A cell prints into one box (one stream output), and no printed line is longer than
+    80 characters, so the site never wraps it in the middle of a number or word."""
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        streams = [o for o in cell.outputs if o.output_type == "stream"]
+        assert len(streams) <= 1, f"cell {i}: {len(streams)} printed boxes; print once"
+        long = [line for o in streams for line in o.text.splitlines() if len(line) > 80]
+        assert not long, f"cell {i}: printed lines over 80 characters: {long[:3]}"

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rnnbook.gradcheck import check, numerical_gradient, rel_error
+from rnnbook.gradcheck import all_checks, check, diagnose, numerical_gradient, rel_error
 
 
 def test_numerical_gradient_of_known_function():
@@ -38,5 +38,47 @@ def test_check_pass_and_fail(capsys):
         check("nan", [np.nan], [1.0])
     with pytest.raises(AssertionError, match="got None"):
         check("none", None, [1.0])
-    with pytest.raises(AssertionError, match="shapes differ"):
+    with pytest.raises(AssertionError, match=r"shape \(2, 3\), expected \(3, 2\)"):
         check("shape", np.zeros((2, 3)), np.zeros((3, 2)))
+    assert "transposed" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_long_lines_are_split_between_words(capsys):
+    check("a check with a long name that would not fit on one printed line", [1.0], [1.0])
+    first, second = capsys.readouterr().out.splitlines()
+    assert first.endswith("line:") and second.strip().startswith("relative error 0e+00")
+
+
+@pytest.mark.parametrize("actual,expected,hint", [
+    (np.arange(9.0).reshape(3, 3).T, np.arange(9.0).reshape(3, 3), "transposed"),
+    (-np.arange(1.0, 5.0), np.arange(1.0, 5.0), "opposite sign"),
+    (np.arange(1.0, 5.0) / 3, np.arange(1.0, 5.0), "divided by 3"),
+    (np.zeros(4), np.arange(1.0, 5.0), "all zeros"),
+    (np.array([1.0, np.nan]), np.ones(2), "NaN or infinity, first at index (1,)"),
+    (np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 7.0]), "first wrong entry at index (2,)"),
+    (np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 7.0]), "not rounding"),
+    (np.array([1.0, 2.0]), np.array([1.0, 2.0 + 1e-5]), "small but above"),
+])
+def test_diagnose_names_the_usual_mistakes(actual, expected, hint):
+    assert any(hint in h for h in diagnose(actual, expected, 1e-7)), diagnose(actual, expected, 1e-7)
+
+
+def test_diagnose_names_time_steps():
+    expected = np.ones((5, 2, 3))
+    actual = expected.copy()
+    actual[:3, 1, 2] = 2.0
+    hints = diagnose(actual, expected, 1e-7, axes=("t", "n", "d"))
+    assert "index (0, 1, 2) (t=0, n=1, d=2)" in hints[0]
+    assert "wrong at t = 0..2 of 0..4" in hints[1]
+
+
+def test_all_checks_runs_every_check_then_fails(capsys):
+    with pytest.raises(AssertionError, match="2 check\\(s\\) failed: a; c"):
+        with all_checks() as c:
+            c.check("a", [1.0], [2.0])
+            c.check("b", [1.0], [1.0])
+            c.check("c", [1.0], [3.0])
+    out = capsys.readouterr().out
+    assert out.count("FAIL") == 2 and out.count("PASS") == 1
+    with all_checks() as c:
+        assert c.check("ok", [1.0], [1.0]) == 0.0

@@ -1,12 +1,13 @@
-"""rnnbook.rnn against torch.nn.RNN + autograd (float64), finite differences,
-edge shapes, random shapes (hypothesis), float32, and every kind of bad input."""
+"""What is particular to rnnbook.rnn: its parameter gradients against torch.nn.RNN's own
+(with and without biases), and the double sums (6.39)-(6.41) against the O(T) sweep. The
+tests every cell shares (autograd, finite differences, shapes, float32, bad input) are in
+tests/test_cells.py."""
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
 
 from rnnbook import rnn
-from rnnbook.gradcheck import numerical_gradient, rel_error
+from rnnbook.gradcheck import rel_error
 
 
 def make_case(T, N, M, D, seed=0, bias=True):
@@ -47,54 +48,10 @@ def assert_matches_torch(T, N, M, D, seed=0, bias=True, tol=1e-10):
         assert rel_error(dparams[key], g) < tol, key
 
 
-@pytest.mark.parametrize("T,N,M,D", [
-    (5, 3, 4, 6), (1, 1, 1, 1), (1, 4, 3, 2), (7, 1, 3, 2), (4, 2, 1, 3), (4, 2, 3, 1), (50, 8, 16, 32),
-])
-def test_matches_torch(T, N, M, D):
-    assert_matches_torch(T, N, M, D)
-
-
-def test_matches_torch_without_bias():
-    assert_matches_torch(4, 2, 3, 5, bias=False)
-
-
-@settings(max_examples=40, deadline=None)
-@given(T=st.integers(1, 8), N=st.integers(1, 4), M=st.integers(1, 5), D=st.integers(1, 6),
-       seed=st.integers(0, 2**31 - 1))
-def test_matches_torch_random_shapes(T, N, M, D, seed):
-    assert_matches_torch(T, N, M, D, seed)
-
-
-@settings(max_examples=20, deadline=None)
-@given(T=st.integers(1, 6), N=st.integers(1, 3), D=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
-def test_backward_is_linear_in_dhs(T, N, D, seed):
-    """The backward operator is a vector-Jacobian product: linear in dhs."""
-    _, x, h0, a = make_case(T, N, 2, D, seed % 1000)
-    rng = np.random.default_rng(seed)
-    params = {"U": rng.normal(size=(D, D)), "W": rng.normal(size=(D, 2)), "b": rng.normal(size=D)}
-    b = rng.normal(size=a.shape)
-    _, cache = rnn.forward(params, x, h0)
-    ga, gb, gab = (rnn.backward(d, cache) for d in (a, b, 2 * a - 3 * b))
-    for i in range(2):
-        assert rel_error(gab[i], 2 * ga[i] - 3 * gb[i]) < 1e-12
-    for k in params:
-        assert rel_error(gab[2][k], 2 * ga[2][k] - 3 * gb[2][k]) < 1e-12
-
-
-def test_finite_differences():
-    rng = np.random.default_rng(1)
-    T, N, M, D = 4, 2, 3, 3
-    params = {"U": rng.normal(size=(D, D)) * 0.5, "W": rng.normal(size=(D, M)), "b": rng.normal(size=D)}
-    x, h0, dhs = rng.normal(size=(T, N, M)), rng.normal(size=(N, D)), rng.normal(size=(T, N, D))
-
-    def loss():
-        return np.sum(rnn.forward(params, x, h0)[0] * dhs)
-
-    dx, dh0, dparams = rnn.backward(dhs, rnn.forward(params, x, h0)[1])
-    for key in params:
-        assert rel_error(dparams[key], numerical_gradient(loss, params[key])) < 1e-8, key
-    assert rel_error(dx, numerical_gradient(loss, x)) < 1e-8
-    assert rel_error(dh0, numerical_gradient(loss, h0)) < 1e-8
+@pytest.mark.parametrize("bias", [True, False])
+def test_parameter_gradients_match_torch_module(bias):
+    assert_matches_torch(5, 3, 4, 6, bias=bias)
+    assert_matches_torch(1, 1, 1, 1, bias=bias)
 
 
 def test_double_sum_equals_sweep():
@@ -118,125 +75,3 @@ def test_double_sum_equals_sweep():
     assert rel_error(dparams["U"], dU) < 1e-12
     assert rel_error(dparams["W"], dW) < 1e-12
     assert rel_error(dparams["b"], db) < 1e-12
-
-
-def test_float32_stays_float32():
-    module, x, h0, dhs = make_case(4, 2, 3, 5)
-    p64 = rnn.from_torch(module)
-    p32 = {k: v.astype(np.float32) for k, v in p64.items()}
-    hs, cache = rnn.forward(p32, x.astype(np.float32), h0.astype(np.float32))
-    dx, dh0, dparams = rnn.backward(dhs.astype(np.float32), cache)
-    assert hs.dtype == dx.dtype == dh0.dtype == np.float32
-    assert all(v.dtype == np.float32 for v in dparams.values())
-    hs64, cache64 = rnn.forward(p64, x, h0)
-    dx64, _, d64 = rnn.backward(dhs, cache64)
-    assert rel_error(hs, hs64) < 1e-5 and rel_error(dx, dx64) < 1e-5
-    assert all(rel_error(dparams[k], d64[k]) < 1e-5 for k in d64)
-
-
-def test_from_torch_keeps_float32_module_exact():
-    torch.manual_seed(0)
-    module = torch.nn.RNN(3, 4)
-    params = rnn.from_torch(module)
-    assert all(v.dtype == np.float32 for v in params.values())
-    x = np.random.default_rng(0).normal(size=(6, 2, 3)).astype(np.float32)
-    h0 = np.zeros((2, 4), np.float32)
-    hs, _ = rnn.forward(params, x, h0)
-    out, _ = module(torch.tensor(x))
-    assert np.allclose(hs, out.detach().numpy(), atol=1e-6)
-
-
-def test_integer_input_becomes_float64():
-    params = {"U": np.eye(2), "W": np.ones((2, 1)), "b": np.zeros(2)}
-    hs, _ = rnn.forward(params, np.ones((3, 1, 1), dtype=int), np.zeros((1, 2), dtype=int))
-    assert hs.dtype == np.float64
-
-
-# ---- bad input: ValueError naming the argument and the expected shape -------------
-
-def good():
-    rng = np.random.default_rng(0)
-    params = {"U": rng.normal(size=(4, 4)), "W": rng.normal(size=(4, 3)), "b": rng.normal(size=4)}
-    return params, rng.normal(size=(5, 2, 3)), rng.normal(size=(2, 4))
-
-
-def with_param(key, value):
-    params, x, h0 = good()
-    params = dict(params)
-    if value is None:
-        del params[key]
-    else:
-        params[key] = value
-    return params, x, h0
-
-
-nan_x = good()[1].copy()
-nan_x[2, 1, 0] = np.nan
-
-BAD_FORWARD = {
-    "x rank 2": (lambda: (good()[0], good()[1][0], good()[2]), r"x must have 3 dimensions \(T, N, M\)"),
-    "x rank 4": (lambda: (good()[0], good()[1][None], good()[2]), r"x must have 3 dimensions"),
-    "x empty T": (lambda: (good()[0], np.zeros((0, 2, 3)), good()[2]), r"x must not be empty"),
-    "x NaN": (lambda: (good()[0], nan_x, good()[2]), r"x contains NaN"),
-    "x strings": (lambda: (good()[0], np.full((5, 2, 3), "a"), good()[2]), r"x must hold real numbers"),
-    "x complex": (lambda: (good()[0], good()[1] + 1j, good()[2]), r"x must hold real numbers"),
-    "x ragged": (lambda: (good()[0], [[[1.0]], [[1.0, 2.0]]], good()[2]), r"x must be an array"),
-    "h0 wrong N": (lambda: (good()[0], good()[1], np.zeros((3, 4))), r"h0 must have shape \(N, D\) = \(2, 4\)"),
-    "h0 wrong D": (lambda: (good()[0], good()[1], np.zeros((2, 5))), r"h0 must have shape \(N, D\)"),
-    "h0 rank 3": (lambda: (good()[0], good()[1], np.zeros((1, 2, 4))), r"h0 must have 2 dimensions"),
-    "h0 inf": (lambda: (good()[0], good()[1], np.full((2, 4), np.inf)), r"h0 contains NaN or infinity"),
-    "W wrong M": (lambda: with_param("W", np.zeros((4, 2))), r"params\['W'\] must have shape \(D, M\) = \(4, 3\)"),
-    "W wrong D": (lambda: with_param("W", np.zeros((5, 3))), r"params\['W'\] must have shape \(D, M\)"),
-    "U not square": (lambda: with_param("U", np.zeros((4, 3))), r"params\['U'\] must have shape \(D, D\)"),
-    "U rank 1": (lambda: with_param("U", np.zeros(4)), r"params\['U'\] must have 2 dimensions"),
-    "b wrong D": (lambda: with_param("b", np.zeros(3)), r"params\['b'\] must have shape \(D,\)"),
-    "b rank 2": (lambda: with_param("b", np.zeros((4, 1))), r"params\['b'\] must have 1 dimensions"),
-    "b NaN": (lambda: with_param("b", np.full(4, np.nan)), r"params\['b'\] contains NaN"),
-    "missing b": (lambda: with_param("b", None), r"missing \['b'\]"),
-    "missing U": (lambda: with_param("U", None), r"params must be a dict with keys"),
-    "unknown key": (lambda: with_param("V", np.zeros((2, 4))), r"unknown \['V'\]"),
-    "params not a dict": (lambda: ([1, 2, 3], good()[1], good()[2]), r"params must be a dict"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD_FORWARD))
-def test_forward_rejects(case):
-    make, message = BAD_FORWARD[case]
-    with pytest.raises(ValueError, match=message):
-        rnn.forward(*make())
-
-
-@pytest.mark.parametrize("dhs,message", [
-    (np.zeros((4, 2, 4)), r"dhs must have shape \(T, N, D\) = \(5, 2, 4\)"),
-    (np.zeros((5, 2, 3)), r"dhs must have shape \(T, N, D\)"),
-    (np.zeros((5, 4)), r"dhs must have 3 dimensions"),
-    (np.full((5, 2, 4), np.nan), r"dhs contains NaN"),
-])
-def test_backward_rejects(dhs, message):
-    params, x, h0 = good()
-    _, cache = rnn.forward(params, x, h0)
-    with pytest.raises(ValueError, match=message):
-        rnn.backward(dhs, cache)
-
-
-@pytest.mark.parametrize("make,message", [
-    (lambda: torch.nn.LSTM(3, 4), r"must be a torch.nn.RNN .*got LSTM"),
-    (lambda: torch.nn.GRU(3, 4), r"got GRU"),
-    (lambda: torch.nn.RNN(3, 4, num_layers=2), r"num_layers=1, got 2"),
-    (lambda: torch.nn.RNN(3, 4, bidirectional=True), r"unidirectional"),
-    (lambda: torch.nn.RNN(3, 4, nonlinearity="relu"), r"nonlinearity='tanh', got 'relu'"),
-    (lambda: torch.nn.Linear(3, 4), r"got Linear"),
-    (lambda: {"U": 1}, r"got dict"),
-])
-def test_from_torch_rejects(make, message):
-    with pytest.raises(ValueError, match=message):
-        rnn.from_torch(make())
-
-
-def test_forward_does_not_modify_inputs():
-    params, x, h0 = good()
-    copies = ({k: v.copy() for k, v in params.items()}, x.copy(), h0.copy())
-    _, cache = rnn.forward(params, x, h0)
-    rnn.backward(np.ones((5, 2, 4)), cache)
-    assert all(np.array_equal(params[k], copies[0][k]) for k in params)
-    assert np.array_equal(x, copies[1]) and np.array_equal(h0, copies[2])
