@@ -4,8 +4,12 @@
     rel_error(a, b)                 max |a - b| / max(max |a|, max |b|)
     check(name, actual, expected)   prints PASS or FAIL, and on FAIL what looks wrong
     with all_checks() as c:         runs every c.check(...) of a cell, then stops on the
-        c.check(...)                first failure, so one run shows everything that fails
+        c.check(...)                first failure, so one run shows everything that fails;
+                                    prints its lines together at the end (one output box)
 """
+import sys
+import textwrap
+
 import numpy as np
 
 LINE = 78   # a printed line longer than this is split before "relative error"
@@ -70,44 +74,66 @@ class all_checks:
     """Run every check of a cell, then fail once, listing all that failed.
 
         with all_checks() as c:
-            c.check("dU", dU, dU_ref)
+            c.check("dU", dU, dU_ref, axes=("i", "j"))
             c.check("dW", dW, dW_ref)
+            c.note("any other line to print with the checks")
+
+    The lines (PASS/FAIL, the hints, the notes) are collected and printed together when
+    the block ends, also when it ends with an exception, so a notebook cell shows them in
+    one output box. After a failure the last line names the first failing check.
     """
 
     def __init__(self):
         self.failed = []
+        self.lines = []
 
     def __enter__(self):
         return self
 
     def check(self, name, actual, expected, tol=1e-7, axes=None):
         """Like ``check``, but a failure is recorded and raised when the block ends."""
-        ok, err, message = _compare(name, actual, expected, tol, axes)
+        ok, err, message = _compare(name, actual, expected, tol, axes, self.lines.append)
         if not ok:
             self.failed.append(name)
         return err
 
+    def note(self, text):
+        """Print ``text`` with the checks' lines (in order), when the block ends."""
+        self.lines.append(str(text))
+
     def __exit__(self, kind, value, traceback):
+        if kind is None and self.failed:
+            self.lines += textwrap.wrap(f"{len(self.failed)} of the checks above failed; "
+                                        f"start with the first: {self.failed[0]}", LINE)
+        if self.lines:
+            _print("\n".join(self.lines))
+            self.lines = []
         if kind is None and self.failed:
             raise AssertionError(f"{len(self.failed)} check(s) failed: "
                                  + "; ".join(self.failed))
         return False
 
 
-def _compare(name, actual, expected, tol, axes):
+def _print(text):
+    """print(text) in one write, so a notebook shows it as one output (print writes the
+    text and the newline separately, and the kernel may send them as two outputs)."""
+    sys.stdout.write(text + "\n")
+
+
+def _compare(name, actual, expected, tol, axes, emit=_print):
     if actual is None:
-        print(f"FAIL {name}: got None (did the function return its result?)")
+        emit(f"FAIL {name}: got None (did the function return its result?)")
         return False, float("nan"), f"FAIL {name}: got None"
     try:
         a = np.asarray(actual, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        print(f"FAIL {name}: not an array of numbers ({e})")
+        emit(f"FAIL {name}: not an array of numbers ({e})")
         return False, float("nan"), f"FAIL {name}: not an array of numbers"
     b = np.asarray(expected, dtype=np.float64)
     if a.shape != b.shape:
-        hint = " (the expected shape reversed: a transposed matrix?)" \
-            if a.shape == b.shape[::-1] else ""
-        print(f"FAIL {name}: shape {a.shape}, expected {b.shape}{hint}")
+        emit(f"FAIL {name}: shape {a.shape}, expected {b.shape}")
+        if a.shape == b.shape[::-1]:
+            emit("     (the expected shape reversed: a transposed matrix?)")
         return False, float("nan"), f"FAIL {name}: shape {a.shape}, expected {b.shape}"
     err = rel_error(a, b)
     ok = err <= tol  # NaN compares False, so NaN fails
@@ -115,10 +141,11 @@ def _compare(name, actual, expected, tol, axes):
     if len(line) > LINE:
         line = (f"{'PASS' if ok else 'FAIL'} {name}:\n"
                 f"     relative error {err:.0e} (tolerance {tol:.0e})")
-    print(line)
+    emit(line)
     if not ok:
         for hint in diagnose(a, b, tol, axes):
-            print("     " + hint)
+            for part in textwrap.wrap(hint, LINE - 5):   # lines of at most LINE
+                emit("     " + part)
     return ok, err, f"FAIL {name}: relative error {err:.1e} exceeds {tol:.0e}"
 
 

@@ -37,7 +37,8 @@ def show_source(func, first=None, last=None):
 def setup(seed=0):
     """The notebooks' common set-up: figures as PNG at twice the resolution (crisp on
     high-density screens and when zoomed; PNG, not SVG, so nbval has no image bytes to
-    compare), font sizes legible on a phone, and seeded NumPy and torch.
+    compare), font sizes legible on a phone, seeded NumPy and torch, and torch on one
+    thread (as on Binder; small products run faster without a thread pool).
 
     Returns a NumPy Generator seeded with ``seed``.
     """
@@ -56,6 +57,7 @@ def setup(seed=0):
     try:
         import torch
         torch.manual_seed(seed)
+        torch.set_num_threads(1)   # as on Binder's one core; no thread pool to contend
     except ImportError:
         pass
     return np.random.default_rng(seed)

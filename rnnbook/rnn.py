@@ -4,12 +4,16 @@ Book: chapter 01 (derivation, eqs. 1.1-1.11), chapter 02 (NumPy and PyTorch).
     z_t = U h_{t-1} + W x_t + b        (book 1.1)
     h_t = tanh(z_t)                    (book 1.2)
 
-Backpropagation through time, with delta_t = dL/dz_t = sum_{s>=t} delta_{s,t}:
+Backpropagation through time in one sweep. Its error term has one index,
+deltabar_t = dL/dz_t = sum_{s>=t} delta_{s,t} (book: a bold delta with a bar),
+the column sum of NNDL's two-index delta_{s,t} = dL_s/dz_t:
 
-    delta_t = tanh'(z_t) * (dL/dh_t + U^T delta_{t+1})     (book 1.11)
-    dL/dU = sum_t delta_t h_{t-1}^T                        (NNDL 6.39)
-    dL/dW = sum_t delta_t x_t^T                            (NNDL 6.40)
-    dL/db = sum_t delta_t                                  (NNDL 6.41)
+    deltabar_t = tanh'(z_t) * (dL/dh_t + U^T deltabar_{t+1})   (book 1.11)
+    dL/dU = sum_t deltabar_t h_{t-1}^T                         (book 1.10)
+    dL/dW = sum_t deltabar_t x_t^T                             (book 1.10)
+    dL/db = sum_t deltabar_t                                   (book 1.10)
+
+(book 1.10) is NNDL's double sums (6.39)-(6.41) summed over s first.
 
 Shapes are time-major: x (T, N, M), h0 (N, D), hs (T, N, D);
 params: U (D, D) state-to-state, W (D, M) input-to-state, b (D,).
@@ -63,20 +67,20 @@ def backward(dhs, cache):
     dhs = _validate.Dims(T=T, N=N, D=D).array("dhs", dhs, "T N D")
     dtype = _validate.common_dtype(hs, dhs)
 
-    delta = np.empty((T, N, D), dtype)   # delta[t] = dL/dz_t
+    delta = np.empty((T, N, D), dtype)   # delta[t] = deltabar_t = dL/dz_t
     dh = np.zeros((N, D), dtype)         # dL/dh_t through h_{t+1}, zero after T
     for t in range(T - 1, -1, -1):
         dh = dh + dhs[t]                          # all of dL/dh_t
         delta[t] = dh * (1.0 - hs[t] ** 2)        # tanh'(z_t) = 1 - h_t^2
-        dh = delta[t] @ U                         # U^T delta_t, as rows
+        dh = delta[t] @ U                         # U^T deltabar_t, as rows
     h_prev = np.concatenate([h0[None].astype(dtype), hs[:-1]])
     d2 = delta.reshape(T * N, D)
     dparams = {
-        "U": d2.T @ h_prev.reshape(T * N, D),     # (6.39)
-        "W": (d2.T @ x.reshape(T * N, M)).astype(dtype, copy=False),  # (6.40)
-        "b": d2.sum(axis=0),                      # (6.41)
+        "U": d2.T @ h_prev.reshape(T * N, D),     # (1.10), U
+        "W": (d2.T @ x.reshape(T * N, M)).astype(dtype, copy=False),  # (1.10), W
+        "b": d2.sum(axis=0),                      # (1.10), b
     }
-    dx = delta @ W                                # dL/dx_t = W^T delta_t
+    dx = delta @ W                                # dL/dx_t = W^T deltabar_t
     return dx.astype(dtype, copy=False), dh, dparams
 
 

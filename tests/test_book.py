@@ -207,13 +207,39 @@ def test_figures_are_numbered_captioned_crisp_and_described(path):
 
 @pytest.mark.parametrize("path", EXECUTED, ids=ids(EXECUTED))
 def test_printed_output_fits_and_is_one_box(path):
-    """A cell prints into one box (one stream output), and no printed line is longer than
-    80 characters, so the site never wraps it in the middle of a number or word."""
+    """A cell's printed text shows as one box on the site (nb_merge_streams; the kernel may
+    deliver one print in several pieces, which nbval joins too), so the text must not be
+    broken up by a figure in between, and no printed line is longer than 80 characters,
+    so the site never wraps it in the middle of a number or word."""
+    assert CONFIG["sphinx"]["config"].get("nb_merge_streams") is True
     nb = nbformat.read(path, as_version=4)
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
-        streams = [o for o in cell.outputs if o.output_type == "stream"]
-        assert len(streams) <= 1, f"cell {i}: {len(streams)} printed boxes; print once"
-        long = [line for o in streams for line in o.text.splitlines() if len(line) > 80]
+        kinds = [o.output_type for o in cell.outputs]
+        runs = [k for j, k in enumerate(kinds) if j == 0 or k != kinds[j - 1]]
+        assert runs.count("stream") <= 1, \
+            f"cell {i}: printed text before and after a figure makes two boxes; print once"
+        text = "".join(o.text for o in cell.outputs if o.output_type == "stream")
+        long = [line for line in text.splitlines() if len(line) > 80]
         assert not long, f"cell {i}: printed lines over 80 characters: {long[:3]}"
+
+
+DISPLAYS = re.compile(r"\$\$(.+?)\$\$|\\begin\{equation\*\}(.+?)\\end\{equation\*\}", re.S)
+NNDL_DOUBLE_SUMS = re.compile(r"\\tag\{6\.(39|40|41)\}")
+
+
+@pytest.mark.parametrize("path", ALL + sorted((ROOT / "book").glob("*.md")),
+                         ids=ids(ALL + sorted((ROOT / "book").glob("*.md"))))
+def test_nndl_numbers_only_on_the_double_sums(path):
+    """NNDL's (6.39)-(6.41) are double sums over t and k <= t. A display tagged with one of
+    these numbers must be that double sum; the book's single-sum forms carry the book's own
+    numbers (chapter 01's (1.10))."""
+    if path.suffix == ".md":
+        texts = [path.read_text(encoding="utf-8")]
+    else:
+        texts = [c.source for c in nbformat.read(path, as_version=4).cells
+                 if c.cell_type == "markdown"]
+    bad = [m.group(0)[:120] for text in texts for m in DISPLAYS.finditer(text)
+           if NNDL_DOUBLE_SUMS.search(m.group(0)) and m.group(0).count("\\sum") < 2]
+    assert not bad, "an NNDL number on a formula that is not its double sum:\n" + "\n".join(bad)

@@ -82,3 +82,30 @@ def test_all_checks_runs_every_check_then_fails(capsys):
     assert out.count("FAIL") == 2 and out.count("PASS") == 1
     with all_checks() as c:
         assert c.check("ok", [1.0], [1.0]) == 0.0
+
+
+def test_all_checks_prints_once_in_order_also_on_an_exception(capsys, monkeypatch):
+    writes = []
+    monkeypatch.setattr("sys.stdout.write", lambda text: writes.append(text))
+    with pytest.raises(KeyError):
+        with all_checks() as c:
+            c.check("first", [1.0], [1.0])
+            c.note("a note between the checks")
+            c.check("second", [1.0], [1.0])
+            raise KeyError("the cell failed after its checks")
+    assert len(writes) == 1, writes
+    lines = writes[0].splitlines()
+    assert lines[0].startswith("PASS first") and lines[1] == "a note between the checks"
+    assert lines[2].startswith("PASS second")
+
+
+def test_hints_stay_within_the_line_width(capsys):
+    expected = np.ones((5, 2, 3))
+    actual = expected.copy()
+    actual[1:4] = 7.0
+    with pytest.raises(AssertionError):
+        check("a check whose diagnosis is long", actual, expected,
+              axes=("t", "n", "d"))
+    out = capsys.readouterr().out
+    assert "first wrong entry" in out and "not rounding" in out
+    assert all(len(line) <= 78 for line in out.splitlines()), out

@@ -5,7 +5,12 @@ of the table of contents, checks that it loads (HTTP 200, no console errors, not
 from outside the site), that MathJax typeset every formula of the page's source (no error,
 no unknown macro, none left raw, no display wider than its column), that every image loaded,
 that every internal link and anchor resolves, that citations point to the page's own
-references, and that notebook pages offer the Binder and Colab launch buttons. It saves a
+references, and that notebook pages offer the Binder and Colab launch buttons. It also checks
+what a reader sees: no formula lost a bracket or an equals sign (a '[' right after
+\\begin{aligned} is read as an option and dropped with what follows), figures that are
+numbered, captioned, described and sharp (2x), citations that read like their list entries,
+answers marked on the solution pages, and, at 1920 and 400 pixels wide, prose lines of at
+most about 90 characters and code and printed output that scroll instead of wrapping. It saves a
 full-page screenshot of each page in _build/screenshots/ (look at them after changing the
 layout).
 
@@ -30,12 +35,16 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SITE = ROOT / "_build" / "html"
-SCREENSHOTS = ROOT / "_build" / "screenshots"
+# RNNBOOK_SITE points the tests at another build's html folder (an engineer's private build,
+# `jupyter-book build . --path-output DIR` writes DIR/_build/html); screenshots go beside it.
+SITE = Path(os.environ.get("RNNBOOK_SITE", ROOT / "_build" / "html")).resolve()
+SCREENSHOTS = SITE.parent / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 INSTALL_HINT = "install them with `apt-get install chromium chromium-driver` (Debian/Ubuntu)"
 WIDTH = 1280          # a laptop screen; the layout has both sidebars from 1200 px on
+WIDE, PHONE = 1920, 400   # a desktop screen and a phone, for the layout tests
+MEASURE = (60, 90)    # characters of prose a line holds (median), at WIDTH and WIDE
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
 REPO = CONFIG["repository"]["url"].rstrip("/").removeprefix("https://github.com/")
 BRANCH = CONFIG["repository"]["branch"]
@@ -224,6 +233,10 @@ return {
           });
           return found;
         }) : [],
+  // A formula that lost part of itself: every '[', ']' and '=' of the TeX must be shown.
+  // (A '[' right after \\begin{aligned} is read as the environment's option, and MathJax
+  // drops it and everything up to the next ']': the left-hand side of an equation.)
+  lost: __LOST__,
   untypeset: Array.from(document.querySelectorAll(".math")).filter(
       e => !e.querySelector("mjx-container")).map(short),
   text: prose.textContent,
@@ -242,10 +255,92 @@ return {
       n => !n.startsWith(location.origin + "/") && !n.startsWith("data:")),
   ids: Array.from(document.querySelectorAll("[id], a[name]"), e => e.id || e.name),
   citations: Array.from(document.querySelectorAll(".bibtex-citation a"), a => a.getAttribute("href")),
+  // what a citation says, and the label of the list entry it links to
+  cite_labels: Array.from(document.querySelectorAll(".bibtex-citation a"), a => {
+      const entry = document.getElementById((a.getAttribute("href") || "").slice(1));
+      const label = entry && entry.querySelector(".label");
+      return [a.textContent.trim(),
+              label ? label.textContent.replace(/[\\[\\]]/g, "").trim() : null];
+  }),
+  figures: Array.from(article.querySelectorAll("div.cell_output img"), img => {
+      const fig = img.closest("figure");
+      const number = fig && fig.querySelector("figcaption .caption-number");
+      return {src: img.getAttribute("src"), alt: img.alt || "",
+              number: number ? number.textContent.trim() : "",
+              caption: fig && fig.querySelector("figcaption")
+                  ? fig.querySelector("figcaption").textContent.trim() : "",
+              natural: img.naturalWidth, shown: img.getBoundingClientRect().width};
+  }),
+  solutions: {written: article.querySelectorAll("div.admonition.rnnbook-solution").length,
+              code: article.querySelectorAll("div.cell.rnnbook-solution-code").length,
+              highlighted: Array.from(article.querySelectorAll("div.cell.rnnbook-solution-code"))
+                  .filter(c => c.querySelector(".highlight .hll")).length},
+  output_overflowing: Array.from(document.querySelectorAll("div.cell_output pre")).filter(
+      e => e.scrollWidth > e.clientWidth + 1).map(
+      e => `${e.scrollWidth}px in ${e.clientWidth}px: ` + e.textContent.split("\\n").reduce(
+          (a, b) => b.length > a.length ? b : a, "").trim().slice(0, 100)),
   launch: Array.from(document.querySelectorAll(".dropdown-launch-buttons a"),
                      a => ({href: a.href, text: a.textContent.trim()})),
   thebe: document.querySelectorAll('[onclick^="initThebe"]').length,
 };
+"""
+
+# A formula that lost part of itself: every '[', ']' and '=' of its TeX must be in what MathJax
+# shows (its MathML). A '[' right after \begin{aligned} is read as the environment's option,
+# and MathJax drops it and everything up to the next ']', typically the left-hand side of an
+# equation. Spacing like \\[2pt] and the escaped \[ \] are not counted.
+LOST = r"""(window.MathJax && MathJax.startup && MathJax.startup.document && MathJax.startup.toMML)
+  ? Array.from(MathJax.startup.document.math).flatMap(item => {
+      const tex = item.math.replace(/\\\\\[[^\]]*\]/g, " ").replace(/\\[\[\]]/g, " ");
+      const shown = MathJax.startup.toMML(item.root).replace(/<[^>]*>/g, " ");
+      const lost = ["[", "]", "="].filter(c => shown.split(c).length < tex.split(c).length);
+      return lost.length ? [`${lost.join(" ")} not shown in: ${item.math.trim().slice(0, 90)}`] : [];
+    })
+  : []"""
+FACTS = FACTS.replace("__LOST__", LOST)
+
+# How the page reads at the current window width. measure: how many characters of the
+# page's own prose a paragraph line holds (median over paragraphs of 200+ characters,
+# measured in their font, formulas and code left out); wrapped: code or printed output
+# whose lines the browser wrapped (more rows on screen than lines in the text).
+LAYOUT = r"""
+const art = document.querySelector("article.bd-article") || document.body;
+const ctx = document.createElement("canvas").getContext("2d");
+const capacity = [];
+for (const p of art.querySelectorAll("p")) {
+  if (p.closest(".cell_output, figcaption, .citation, .admonition, li")) continue;
+  const clone = p.cloneNode(true);
+  clone.querySelectorAll("mjx-container, code").forEach(e => e.remove());
+  const text = clone.textContent.replace(/\s+/g, " ").trim();
+  if (text.length < 200) continue;
+  ctx.font = getComputedStyle(p).font;
+  capacity.push(p.clientWidth / (ctx.measureText(text).width / text.length));
+}
+capacity.sort((a, b) => a - b);
+const wrapped = [];
+for (const pre of art.querySelectorAll("div.cell pre")) {
+  const style = getComputedStyle(pre);
+  const lh = parseFloat(style.lineHeight) || 1.2 * parseFloat(style.fontSize);
+  const lines = pre.textContent.replace(/\n+$/, "").split("\n").length;
+  const range = document.createRange();
+  range.selectNodeContents(pre);
+  const tops = Array.from(range.getClientRects(), r => r.top).sort((a, b) => a - b);
+  let rows = tops.length ? 1 : 0;
+  for (let i = 1; i < tops.length; i++) if (tops[i] - tops[i - 1] > lh / 2) rows++;
+  if (style.whiteSpace !== "pre" || rows > lines)
+    wrapped.push(`white-space ${style.whiteSpace}, ${rows} rows for ${lines} lines: `
+                 + pre.textContent.trim().split("\n")[0].slice(0, 60));
+}
+const clipped = [];
+for (const c of art.querySelectorAll('mjx-container[display="true"]')) {
+  const column = c.parentElement.getBoundingClientRect().left;
+  const starts = Array.from(c.querySelectorAll("mjx-math"), e => e.getBoundingClientRect().left);
+  if (Math.min(c.getBoundingClientRect().left, ...starts) < column - 1)
+    clipped.push((c.querySelector("mjx-assistive-mml") || c).textContent.slice(0, 60));
+}
+return {measure: capacity.length ? Math.round(capacity[Math.floor(capacity.length / 2)]) : null,
+        widest: capacity.length ? Math.round(capacity[capacity.length - 1]) : null,
+        wrapped: wrapped, clipped: clipped};
 """
 
 
@@ -289,8 +384,43 @@ def page(request, server, browser):
     """Load one page of the book once, and return what the checks need to know about it."""
     name, source = request.param
     if name not in _LOADED:
-        _LOADED[name] = _load(browser, server, name, source)
+        _LOADED[name] = _twice(_load, browser, server, name, source)
     return _LOADED[name]
+
+
+def _twice(load, *args):
+    """load(*args), once more if the browser timed out (a long page on a busy machine)."""
+    from selenium.common.exceptions import TimeoutException
+    try:
+        return load(*args)
+    except TimeoutException:
+        return load(*args)
+
+
+_LAYOUTS = {}
+
+
+@pytest.fixture
+def layouts(request, server, browser):
+    """The page's layout facts at WIDE and PHONE widths (loaded once; screenshots saved)."""
+    name, _ = request.param
+    if name not in _LAYOUTS:
+        _LAYOUTS[name] = {width: _twice(_layout, browser, server, name, width)
+                          for width in (WIDE, PHONE)}
+    return _LAYOUTS[name]
+
+
+def _layout(driver, base, name, width):
+    """LAYOUT at ``width``; the screenshot shows the first screen only (a whole page 400 px
+    wide is taller than Chromium renders in one piece)."""
+    driver.set_window_size(width, 900)
+    driver.get(urllib.parse.urljoin(base, name + ".html"))
+    driver.execute_async_script(WAIT_FOR_MATHJAX)
+    facts = driver.execute_script(LAYOUT)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SCREENSHOTS / f"{name.replace('/', '__')}@{width}.png"))
+    driver.set_window_size(WIDTH, 900)
+    return facts
 
 
 def _load(driver, base, name, source):
@@ -304,6 +434,7 @@ def _load(driver, base, name, source):
     height = _fit_window_to_page(driver)
     unloaded = driver.execute_async_script(WAIT_FOR_IMAGES)
     facts = driver.execute_script(FACTS)
+    facts["layout"] = driver.execute_script(LAYOUT)
     launch_shown = []
     if facts["launch"]:
         from selenium.webdriver.common.by import By
@@ -423,6 +554,87 @@ def test_notebook_page_has_launch_buttons(page):
     assert {"Binder", "Colab"} <= set(page["launch_shown"]), \
         f"launch menu shows {page['launch_shown']}"
     assert page["thebe"] == 1, "no Live Code (Thebe) button"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=ids(PAGES), indirect=True)
+def test_no_formula_lost_a_part(page):
+    """Every bracket and equals sign of a formula's TeX is on the page."""
+    assert not page["lost"], "formulas that lost part of themselves:\n" + "\n".join(page["lost"])
+
+
+@pytest.mark.parametrize("page", PAGES, ids=ids(PAGES), indirect=True)
+def test_printed_output_fits_without_scrolling(page):
+    """Printed lines are at most 80 characters: at WIDTH all of a line shows."""
+    assert not page["output_overflowing"], "printed output wider than the column:\n" + \
+        "\n".join(page["output_overflowing"])
+
+
+@pytest.mark.parametrize("page", PAGES, ids=ids(PAGES), indirect=True)
+def test_figures_are_numbered_captioned_described_and_sharp(page):
+    """Every figure of a notebook: a numbered caption, alt text that says what it shows, and
+    at least twice as many pixels as it takes on the screen (crisp when zoomed)."""
+    bad = []
+    for f in page["figures"]:
+        if not (f["number"] and len(f["caption"]) > len(f["number"]) + 20):
+            bad.append(f"{f['src']}: no numbered caption")
+        if len(f["alt"]) < 40:
+            bad.append(f"{f['src']}: alt text {f['alt']!r}")
+        if f["natural"] < 1.9 * f["shown"]:
+            bad.append(f"{f['src']}: {f['natural']} pixels shown on {f['shown']:.0f}")
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=ids(PAGES), indirect=True)
+def test_citations_read_like_their_list_entries(page):
+    """One style: a citation shows the author-year label of the entry it links to."""
+    if not page["cites"]:
+        pytest.skip("this page cites nothing")
+    bad = [f"{text!r} links to {label!r}" for text, label in page["cite_labels"]
+           if text != label or not re.fullmatch(r".+, \d{4}[a-z]?", text or "")]
+    assert not bad, "\n".join(bad)
+
+
+SOLUTION_PAGES = [p for p in NOTEBOOK_PAGES if p[0].startswith("solutions/")]
+
+
+@pytest.mark.parametrize("page", SOLUTION_PAGES, ids=ids(SOLUTION_PAGES), indirect=True)
+def test_solution_pages_mark_every_answer(page):
+    """Each written answer (a Markdown cell tagged solution) is a box titled Solution, and
+    each code cell holding a solution region is marked, with the region's lines highlighted."""
+    nb = nbformat.read(page["source"], as_version=4)
+    written = sum("solution" in c.metadata.get("tags", []) for c in nb.cells
+                  if c.cell_type == "markdown")
+    code = sum("# BEGIN SOLUTION" in c.source for c in nb.cells if c.cell_type == "code")
+    assert page["solutions"] == {"written": written, "code": code, "highlighted": code}
+
+
+@pytest.mark.parametrize("page,layouts", [(p, p) for p in PAGES], ids=ids(PAGES),
+                         indirect=True)
+def test_prose_measure(page, layouts):
+    """Prose lines hold about 60-90 characters at 1280 and 1920 pixels (not the 145 that a
+    full-width column holds at 1920)."""
+    for width, layout in ((WIDTH, page["layout"]), (WIDE, layouts[WIDE])):
+        if layout["measure"] is None:
+            continue
+        assert MEASURE[0] <= layout["measure"] <= MEASURE[1], (width, layout)
+        assert layout["widest"] <= MEASURE[1] + 5, (width, layout)
+
+
+@pytest.mark.parametrize("layouts", PAGES, ids=ids(PAGES), indirect=True)
+def test_code_and_output_never_wrap(layouts):
+    """On a phone and on a wide screen, code and printed output keep their lines (they scroll
+    sideways inside their box): a wrapped line breaks a number or a word, and re-wrapped
+    source puts a comment between the lines of a loop."""
+    for width, layout in layouts.items():
+        assert not layout["wrapped"], f"at {width} px:\n" + "\n".join(layout["wrapped"])
+
+
+@pytest.mark.parametrize("layouts", PAGES, ids=ids(PAGES), indirect=True)
+def test_no_equation_is_cut_on_the_left(layouts):
+    """A display equation wider than a phone starts at the column's left edge and scrolls;
+    none reaches out to the left of the column, where it cannot be scrolled to."""
+    for width, layout in layouts.items():
+        assert not layout["clipped"], f"at {width} px:\n" + "\n".join(layout["clipped"])
 
 
 # -- the site as a whole -------------------------------------------------------------------
