@@ -2,13 +2,13 @@
 grader's process only (never inside a student's notebook). See rnnbook.grade.Check.
 
 Inputs come from the grader's secret seed, with sizes that differ from the self-checks'.
-References: rnnbook.rnn for the tanh RNN, torch autograd in float64 for the rest.
-Points are split equally over a check's outputs.
+References: torch autograd in float64, through rnnbook.reference.rnn where the network is
+made of simple RNN cells. Points are split equally over a check's outputs.
 """
 import numpy as np
 import torch
 
-from rnnbook import rnn
+from rnnbook import reference
 from rnnbook.grading import Check
 
 
@@ -17,7 +17,8 @@ def _t(a, grad=False):
 
 
 def _rnn_params(rng, D, M, scale=0.5):
-    return {"U": rng.normal(size=(D, D)) * scale, "W": rng.normal(size=(D, M)), "b": rng.normal(size=D)}
+    return {"U": rng.normal(size=(D, D)) * scale, "W": rng.normal(size=(D, M)),
+            "b": rng.normal(size=D)}
 
 
 # Task 1: output_backward(hs, V, c, labels) -> loss, dV, dc, dhs
@@ -36,26 +37,39 @@ def _output_reference(case):
     N, K = hs.shape[1], V.shape[0]
     t = [_t(a, grad=True) for a in (hs, V, c)]
     logits = t[0] @ t[1].T + t[2]
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, K), torch.from_numpy(labels).reshape(-1),
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, K),
+                                             torch.from_numpy(labels).reshape(-1),
                                              reduction="sum") / N
     dhs, dV, dc = torch.autograd.grad(loss, t)
-    return {"loss": loss.detach().numpy(), "dV": dV.numpy(), "dc": dc.numpy(), "dhs": dhs.numpy()}
+    return {"loss": loss.detach().numpy(), "dV": dV.numpy(), "dc": dc.numpy(),
+            "dhs": dhs.numpy()}
 
 
-# Task 2: RNNFunction, a torch.autograd.Function wrapping rnnbook.rnn
+# Task 2: output, h_n = StackedRNNFunction.apply(x, h0, U1, W1, b1, U2, W2, b2), then
+# backward of both outputs; its backward must be hand-written (tensor operations only)
 
-def _rnnfunction_inputs(rng):
-    T, N, M, D = 5, 3, 2, 4
-    p = _rnn_params(rng, D, M)
-    return {"args": [rng.normal(size=(T, N, M)), rng.normal(size=(N, D)), p["U"], p["W"], p["b"]],
-            "grad_output": rng.normal(size=(T, N, D))}
+_STACKED = ["x", "h0", "U1", "W1", "b1", "U2", "W2", "b2"]
 
 
-def _rnnfunction_reference(case):
-    x, h0, U, W, b = case["args"]
-    hs, cache = rnn.forward({"U": U, "W": W, "b": b}, x, h0)
-    dx, dh0, d = rnn.backward(case["grad_output"], cache)
-    return {"hs": hs, "dx": dx, "dh0": dh0, "dU": d["U"], "dW": d["W"], "db": d["b"]}
+def _stacked_inputs(rng):
+    T, N, M, D = 6, 2, 3, 4
+    p1, p2 = _rnn_params(rng, D, M), _rnn_params(rng, D, D)
+    x, h0 = rng.normal(size=(T, N, M)), rng.normal(size=(2, N, D))
+    return {"args": [x, h0, p1["U"], p1["W"], p1["b"], p2["U"], p2["W"], p2["b"]],
+            "grad_output": [rng.normal(size=(T, N, D)), rng.normal(size=(2, N, D))]}
+
+
+def _stacked_reference(case):
+    leaves = [_t(a, grad=True) for a in case["args"]]
+    x, h0, U1, W1, b1, U2, W2, b2 = leaves
+    hs1 = reference.rnn({"U": U1, "W": W1, "b": b1}, x, h0[0])
+    hs2 = reference.rnn({"U": U2, "W": W2, "b": b2}, hs1, h0[1])
+    h_n = torch.stack([hs1[-1], hs2[-1]])
+    g_output, g_h_n = (_t(a) for a in case["grad_output"])
+    loss = (hs2 * g_output).sum() + (h_n * g_h_n).sum()
+    grads = torch.autograd.grad(loss, leaves)
+    return {"output": hs2.detach().numpy(), "h_n": h_n.detach().numpy(),
+            **{"d" + n: g.numpy() for n, g in zip(_STACKED, grads)}}
 
 
 # Task 3: birnn_backward(dout, cache) -> dx, dh0_f, dh0_b, dparams_f, dparams_b
@@ -73,41 +87,39 @@ def _birnn_reference(case):
     pf = {k: _t(v, grad=True) for k, v in params_f.items()}
     pb = {k: _t(v, grad=True) for k, v in params_b.items()}
     x, h0_f, h0_b = _t(x, grad=True), _t(h0_f, grad=True), _t(h0_b, grad=True)
-    T = x.shape[0]
-    h, fwd = h0_f, []
-    for t in range(T):
-        h = torch.tanh(h @ pf["U"].T + x[t] @ pf["W"].T + pf["b"])
-        fwd.append(h)
-    h, bwd = h0_b, [None] * T
-    for t in reversed(range(T)):
-        h = torch.tanh(h @ pb["U"].T + x[t] @ pb["W"].T + pb["b"])
-        bwd[t] = h
-    out = torch.cat([torch.stack(fwd), torch.stack(bwd)], dim=2)
+    forward = reference.rnn(pf, x, h0_f)
+    backward = reference.rnn(pb, x.flip(0), h0_b).flip(0)   # h_bwd at each time t
+    out = torch.cat([forward, backward], dim=2)
     grads = torch.autograd.grad((out * _t(case["args"][0])).sum(),
-                                [x, h0_f, h0_b] + [pf[k] for k in "UWb"] + [pb[k] for k in "UWb"])
+                                [x, h0_f, h0_b] + [pf[k] for k in "UWb"]
+                                + [pb[k] for k in "UWb"])
     names = ["dx", "dh0_f", "dh0_b", "dU_f", "dW_f", "db_f", "dU_b", "dW_b", "db_b"]
     return {n: g.numpy() for n, g in zip(names, grads)}
 
 
-# Task 4: rnn_relu_backward(dhs, cache) -> dx, dh0, {U, W, b}
+# Task 4: dt_rnn_backward(dhs, cache) -> dx, dh0, {U, W, b, A, c}
 
-def _relu_inputs(rng):
-    T, N, M, D = 6, 3, 2, 5
-    return {"forward_args": [_rnn_params(rng, D, M), rng.normal(size=(T, N, M)), rng.normal(size=(N, D))],
+def _dt_inputs(rng):
+    T, N, M, D, E = 5, 3, 2, 3, 4
+    params = {"U": 0.6 * rng.normal(size=(E, D)), "W": rng.normal(size=(E, M)),
+              "b": rng.normal(size=E), "A": 0.6 * rng.normal(size=(D, E)),
+              "c": rng.normal(size=D)}
+    return {"forward_args": [params, rng.normal(size=(T, N, M)), rng.normal(size=(N, D))],
             "args": [rng.normal(size=(T, N, D))]}
 
 
-def _relu_reference(case):
+def _dt_reference(case):
     params, x, h0 = case["forward_args"]
     p = {k: _t(v, grad=True) for k, v in params.items()}
     x, h0 = _t(x, grad=True), _t(h0, grad=True)
-    h, hs = h0, []
+    h, loss, dhs = h0, 0.0, _t(case["args"][0])
     for t in range(x.shape[0]):
-        h = torch.relu(h @ p["U"].T + x[t] @ p["W"].T + p["b"])
-        hs.append(h)
-    grads = torch.autograd.grad((torch.stack(hs) * _t(case["args"][0])).sum(),
-                                [x, h0, p["U"], p["W"], p["b"]])
-    return {n: g.numpy() for n, g in zip(["dx", "dh0", "dU", "dW", "db"], grads)}
+        s = torch.tanh(h @ p["U"].T + x[t] @ p["W"].T + p["b"])
+        h = torch.tanh(s @ p["A"].T + p["c"])
+        loss = loss + (h * dhs[t]).sum()
+    grads = torch.autograd.grad(loss, [x, h0] + [p[k] for k in "UWbAc"])
+    return {n: g.numpy() for n, g in
+            zip(["dx", "dh0", "dU", "dW", "db", "dA", "dc"], grads)}
 
 
 _OUTPUT = {"loss": (0,), "dV": (1,), "dc": (2,), "dhs": (3,)}
@@ -118,16 +130,17 @@ CHECKS = [
     Check("output_backward with large logits (a stable softmax)", points=2,
           function="output_backward", inputs=_output_inputs(100.0),
           reference=_output_reference, outputs=_OUTPUT),
-    Check("RNNFunction", points=6, function="RNNFunction", call="autograd",
-          inputs=_rnnfunction_inputs, reference=_rnnfunction_reference,
-          outputs={"hs": ("out",), "dx": ("grads", 0), "dh0": ("grads", 1), "dU": ("grads", 2),
-                   "dW": ("grads", 3), "db": ("grads", 4)}),
+    Check("StackedRNNFunction", points=10, function="StackedRNNFunction", call="autograd",
+          inputs=_stacked_inputs, reference=_stacked_reference,
+          outputs={"output": ("out", 0), "h_n": ("out", 1),
+                   **{"d" + n: ("grads", i) for i, n in enumerate(_STACKED)}}),
     Check("birnn_backward", points=9, function="birnn_backward", call="backward",
           forward="birnn_forward", inputs=_birnn_inputs, reference=_birnn_reference,
           outputs={"dx": (0,), "dh0_f": (1,), "dh0_b": (2,),
                    "dU_f": (3, "U"), "dW_f": (3, "W"), "db_f": (3, "b"),
                    "dU_b": (4, "U"), "dW_b": (4, "W"), "db_b": (4, "b")}),
-    Check("rnn_relu_backward", points=5, function="rnn_relu_backward", call="backward",
-          forward="rnn_relu_forward", inputs=_relu_inputs, reference=_relu_reference,
-          outputs={"dx": (0,), "dh0": (1,), "dU": (2, "U"), "dW": (2, "W"), "db": (2, "b")}),
+    Check("dt_rnn_backward", points=7, function="dt_rnn_backward", call="backward",
+          forward="dt_rnn_forward", inputs=_dt_inputs, reference=_dt_reference,
+          outputs={"dx": (0,), "dh0": (1,), "dU": (2, "U"), "dW": (2, "W"),
+                   "db": (2, "b"), "dA": (2, "A"), "dc": (2, "c")}),
 ]
