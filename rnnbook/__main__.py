@@ -8,10 +8,10 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     # grade and autograder parse their own options (so that `rnnbook grade -h` is theirs)
     if argv and argv[0] == "grade":
-        from rnnbook.grade import main as grade_main
+        from rnnbook.grading.cli import main as grade_main
         return grade_main(argv[1:])
     if argv and argv[0] == "autograder":
-        from rnnbook.autograder import main as autograder_main
+        from rnnbook.grading.autograder import main as autograder_main
         return autograder_main(argv[1:])
     parser = argparse.ArgumentParser(prog="rnnbook", description="Course tools of the rnnbook textbook.")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -162,7 +162,8 @@ def bench_grade(n, baseline_n, jobs):
     from concurrent.futures import ProcessPoolExecutor
 
     import nbformat
-    from rnnbook.grade import ROOT, Grader, solved_submission
+    from rnnbook.grading.grader import ROOT, Grader
+    from rnnbook.grading.notebooks import solved_submission
     jobs = jobs or len(os.sched_getaffinity(0))
     names = sorted(p.stem for p in (ROOT / "exercises").glob("*.ipynb"))
     tmp = Path(tempfile.mkdtemp(prefix="rnnbook-bench-grade-"))
@@ -178,14 +179,14 @@ def bench_grade(n, baseline_n, jobs):
               f"{jobs} at a time")
 
         start = time.perf_counter()
-        Grader(subs, tmp / "out", jobs=jobs, progress=False, log=lambda text: None).run()
+        summary = Grader(subs, tmp / "out", jobs=jobs, progress=False, log=lambda text: None).run()
         t_grade = time.perf_counter() - start
         with open(tmp / "out" / "grades.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         full = sum(r["status"] == "graded" and r["score"] == r["max_score"] for r in rows)
         print(f"  rnnbook grade: {count:4d} notebooks in {t_grade:6.1f} s = "
               f"{t_grade / count:6.3f} s per notebook (start-up included); "
-              f"full marks: {full}/{len(rows)}")
+              f"full marks: {full}/{len(rows)}; isolation: {summary['isolation']}")
 
         files = [subs / f"student{i:03d}" / f"{name}.ipynb" for i in range(min(baseline_n, n))
                  for name in names]

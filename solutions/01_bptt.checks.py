@@ -1,5 +1,5 @@
 """Graded checks of exercises/01_bptt.ipynb, read by `rnnbook grade` in the grader's process
-only (never inside a student's notebook). See rnnbook.grade.Check for the fields.
+only (never inside a student's notebook). See rnnbook.grading.Check for the fields.
 
 Each check calls the student's function on inputs drawn from the grader's secret seed, with
 sizes that differ from the self-checks', and compares every output with a reference computed
@@ -11,7 +11,10 @@ import numpy as np
 import torch
 
 from rnnbook import reference, rnn
-from rnnbook.grading import Check
+from rnnbook.grading import Check, HandWritten
+
+# BPTT by hand: no autograd and no rnnbook function but the forward pass of the tanh RNN.
+_BY_HAND = HandWritten(allow=("rnnbook.rnn.forward",))
 
 
 def _t(a, grad=False):
@@ -151,22 +154,23 @@ _GRADS = {"dU": ("U",), "dW": ("W",), "db": ("b",)}
 CHECKS = [
     Check("input_gradients", points=4, function="input_gradients",
           inputs=_input_gradients_inputs(T=6, N=2, M=3, D=5),
-          reference=_input_gradients_reference, outputs={"dW": ("W",), "db": ("b",)}),
+          reference=_input_gradients_reference, outputs={"dW": ("W",), "db": ("b",)},
+          hand_written=_BY_HAND),
     Check("state_gradients", points=3, function="state_gradients",
           inputs=_state_gradients_inputs(T=7, N=3, M=2, D=5),
-          reference=_state_gradients_reference, outputs={"gs": ()}),
+          reference=_state_gradients_reference, outputs={"gs": ()}, hand_written=_BY_HAND),
     Check("state_gradients with T = 1", points=1, function="state_gradients",
           inputs=_state_gradients_inputs(T=1, N=2, M=3, D=4),
-          reference=_state_gradients_reference, outputs={"gs": ()}),
+          reference=_state_gradients_reference, outputs={"gs": ()}, hand_written=_BY_HAND),
     Check("jordan_backward", points=7, function="jordan_backward", call="backward",
           forward="jordan_forward", inputs=_jordan_inputs, reference=_jordan_reference,
           outputs={"dx": (0,), "dy0": (1,), "dU": (2, "U"), "dW": (2, "W"), "db": (2, "b"),
-                   "dV": (2, "V"), "db_y": (2, "b_y")}),
+                   "dV": (2, "V"), "db_y": (2, "b_y")}, hand_written=_BY_HAND),
     Check("truncated_bptt, window 1", points=3, function="truncated_bptt",
-          inputs=_truncated_inputs(1), reference=_truncated_reference, outputs=_GRADS),
+          inputs=_truncated_inputs(1), reference=_truncated_reference, outputs=_GRADS, hand_written=_BY_HAND),
     Check("truncated_bptt, window 3", points=3, function="truncated_bptt",
-          inputs=_truncated_inputs(3), reference=_truncated_reference, outputs=_GRADS),
+          inputs=_truncated_inputs(3), reference=_truncated_reference, outputs=_GRADS, hand_written=_BY_HAND),
     Check("truncated_bptt, window longer than the sequence (full BPTT)", points=3,
           function="truncated_bptt", inputs=_truncated_inputs(None),
-          reference=_truncated_reference, outputs=_GRADS),
+          reference=_truncated_reference, outputs=_GRADS, hand_written=_BY_HAND),
 ]

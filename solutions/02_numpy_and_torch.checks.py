@@ -1,5 +1,5 @@
 """Graded checks of exercises/02_numpy_and_torch.ipynb, read by `rnnbook grade` in the
-grader's process only (never inside a student's notebook). See rnnbook.grade.Check.
+grader's process only (never inside a student's notebook). See rnnbook.grading.Check.
 
 Inputs come from the grader's secret seed, with sizes that differ from the self-checks'.
 References: torch autograd in float64, through rnnbook.reference.rnn where the network is
@@ -9,7 +9,12 @@ import numpy as np
 import torch
 
 from rnnbook import reference
-from rnnbook.grading import Check
+from rnnbook.grading import Check, HandWritten
+
+# The NumPy backward passes by hand: no autograd, no rnnbook. The Function's backward in
+# torch tensor operations, without autograd; it may reuse the chapter's rnn_torch sweep.
+# The bidirectional RNN is built from rnnbook.rnn's forward and backward, as its task says.
+_STACKED_BY_HAND = HandWritten(allow=("rnnbook.rnn_torch.forward", "rnnbook.rnn_torch.backward"))
 
 
 def _t(a, grad=False):
@@ -126,21 +131,23 @@ _OUTPUT = {"loss": (0,), "dV": (1,), "dc": (2,), "dhs": (3,)}
 
 CHECKS = [
     Check("output_backward", points=4, function="output_backward",
-          inputs=_output_inputs(1.0), reference=_output_reference, outputs=_OUTPUT),
+          inputs=_output_inputs(1.0), reference=_output_reference, outputs=_OUTPUT, hand_written=True),
     Check("output_backward with large logits (a stable softmax)", points=2,
           function="output_backward", inputs=_output_inputs(100.0),
-          reference=_output_reference, outputs=_OUTPUT),
+          reference=_output_reference, outputs=_OUTPUT, hand_written=True),
     Check("StackedRNNFunction", points=10, function="StackedRNNFunction", call="autograd",
           inputs=_stacked_inputs, reference=_stacked_reference,
           outputs={"output": ("out", 0), "h_n": ("out", 1),
-                   **{"d" + n: ("grads", i) for i, n in enumerate(_STACKED)}}),
+                   **{"d" + n: ("grads", i) for i, n in enumerate(_STACKED)}},
+          hand_written=_STACKED_BY_HAND),
     Check("birnn_backward", points=9, function="birnn_backward", call="backward",
           forward="birnn_forward", inputs=_birnn_inputs, reference=_birnn_reference,
           outputs={"dx": (0,), "dh0_f": (1,), "dh0_b": (2,),
                    "dU_f": (3, "U"), "dW_f": (3, "W"), "db_f": (3, "b"),
-                   "dU_b": (4, "U"), "dW_b": (4, "W"), "db_b": (4, "b")}),
+                   "dU_b": (4, "U"), "dW_b": (4, "W"), "db_b": (4, "b")},
+          hand_written=HandWritten(forbid=("autograd",))),
     Check("dt_rnn_backward", points=7, function="dt_rnn_backward", call="backward",
           forward="dt_rnn_forward", inputs=_dt_inputs, reference=_dt_reference,
           outputs={"dx": (0,), "dh0": (1,), "dU": (2, "U"), "dW": (2, "W"),
-                   "db": (2, "b"), "dA": (2, "A"), "dc": (2, "c")}),
+                   "db": (2, "b"), "dA": (2, "A"), "dc": (2, "c")}, hand_written=True),
 ]

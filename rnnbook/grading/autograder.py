@@ -2,7 +2,7 @@
 
     rnnbook autograder --out autograder.zip [--exercise NAME ...] [--timeout S] [--memory-mb MB]
         builds the bundle to upload to a Gradescope programming assignment
-    python -m rnnbook.autograder run [--root /autograder]
+    python -m rnnbook.grading.autograder run [--root /autograder]
         what the bundle's run_autograder does for each submission
 
 The bundle holds setup.sh (installs Python packages from the pinned, CPU-only
@@ -23,7 +23,9 @@ import traceback
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from rnnbook.grading.defaults import MEMORY_MB, TIMEOUT_S
+
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = "rnnbook-autograder.json"
 PACKAGES = ("torch", "numpy", "matplotlib", "nbformat", "tqdm")   # what grading imports
 
@@ -61,7 +63,7 @@ set -uo pipefail
 ROOT="${AUTOGRADER_ROOT:-/autograder}"
 PYTHON="${RNNBOOK_PYTHON:-$ROOT/venv/bin/python}"
 export PYTHONPATH="$ROOT/source"
-exec "$PYTHON" -m rnnbook.autograder run --root "$ROOT"
+exec "$PYTHON" -m rnnbook.grading.autograder run --root "$ROOT"
 """
 
 
@@ -78,7 +80,8 @@ def requirements():
     return "\n".join(out) + "\n"
 
 
-def build(out, exercises=None, timeout=60.0, memory_mb=1024, exercises_dir=None, checks_dir=None):
+def build(out, exercises=None, timeout=TIMEOUT_S, memory_mb=MEMORY_MB, exercises_dir=None,
+          checks_dir=None):
     """Write the Gradescope bundle to ``out``; returns the exercises it grades."""
     exercises_dir = Path(exercises_dir or ROOT / "exercises")
     checks_dir = Path(checks_dir or ROOT / "solutions")
@@ -87,14 +90,15 @@ def build(out, exercises=None, timeout=60.0, memory_mb=1024, exercises_dir=None,
     unknown = sorted(set(chosen) - set(available))
     if unknown or not chosen:
         raise ValueError(f"unknown exercise(s) {unknown}; the exercises are {available}")
-    from rnnbook.grade import load_checks
+    from rnnbook.grading.checks import load_checks
     for name in chosen:
         load_checks(checks_dir / f"{name}.checks.py")          # a broken checks file fails here
     files = {"setup.sh": SETUP_SH, "run_autograder": RUN_AUTOGRADER, "requirements.txt": requirements(),
              CONFIG: json.dumps({"exercises": chosen, "timeout": timeout, "memory_mb": memory_mb}, indent=1)}
-    package = Path(__file__).resolve().parent
-    for py in sorted(package.glob("*.py")):
-        files[f"rnnbook/{py.name}"] = py.read_bytes()
+    package = Path(__file__).resolve().parents[1]
+    for py in sorted(package.rglob("*.py")):
+        if "__pycache__" not in py.parts:
+            files[f"rnnbook/{py.relative_to(package).as_posix()}"] = py.read_bytes()
     for name in chosen:
         files[f"exercises/{name}.ipynb"] = (exercises_dir / f"{name}.ipynb").read_bytes()
         files[f"solutions/{name}.checks.py"] = (checks_dir / f"{name}.checks.py").read_bytes()
@@ -124,18 +128,25 @@ def run(root):
         subs = work / "submissions" / "submission"
         subs.mkdir(parents=True)
         notes = []
-        for path in sorted((root / "submission").rglob("*.ipynb"), key=lambda p: (len(p.parts), str(p))):
-            if any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts):
+        upload = root / "submission"
+        for path in sorted(upload.rglob("*.ipynb"), key=lambda p: (len(p.parts), str(p))):
+            rel = path.relative_to(upload)
+            if any(part.startswith(".") or part == "__MACOSX" for part in rel.parts):
                 continue
-            if (subs / path.name).exists():
-                notes.append(f"ignored {path.relative_to(root / 'submission')}: another file has that name")
+            if any((upload / Path(*rel.parts[:i])).is_symlink() for i in range(1, len(rel.parts))):
+                notes.append(f"ignored {rel}: inside a symbolic link")
                 continue
-            shutil.copyfile(path, subs / path.name)
+            if (subs / path.name).exists() or (subs / path.name).is_symlink():
+                notes.append(f"ignored {rel}: another file has that name")
+                continue
+            shutil.copyfile(path, subs / path.name, follow_symlinks=False)   # a link stays one
         exercises = work / "exercises"
         exercises.mkdir()
         for name in config["exercises"]:
             shutil.copyfile(source / "exercises" / f"{name}.ipynb", exercises / f"{name}.ipynb")
-        from rnnbook.grade import Grader
+        if os.geteuid() == 0:
+            os.chmod(source, 0o700)       # notebooks that run as another user cannot read it
+        from rnnbook.grading.grader import Grader
         grader = Grader(work / "submissions", work / "out", timeout=config["timeout"],
                         memory_mb=config["memory_mb"], exercises_dir=exercises,
                         checks_dir=source / "solutions", progress=False, log=print)
@@ -162,7 +173,7 @@ def run(root):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:
-        p = argparse.ArgumentParser(prog="python -m rnnbook.autograder run",
+        p = argparse.ArgumentParser(prog="python -m rnnbook.grading.autograder run",
                                     description="Grade Gradescope's ROOT/submission (run_autograder).")
         p.add_argument("--root", default=os.environ.get("AUTOGRADER_ROOT", "/autograder"))
         return run(p.parse_args(argv[1:]).root)
@@ -171,8 +182,10 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="the zip file to write, e.g. autograder.zip")
     p.add_argument("--exercise", action="append", metavar="NAME",
                    help="an exercise to grade (repeatable; default: every notebook in exercises/)")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per notebook (default 60)")
-    p.add_argument("--memory-mb", type=int, default=1024, help="memory per notebook (default 1024)")
+    p.add_argument("--timeout", type=float, default=TIMEOUT_S,
+                   help=f"seconds per notebook (default {TIMEOUT_S:g})")
+    p.add_argument("--memory-mb", type=int, default=MEMORY_MB,
+                   help=f"memory per notebook (default {MEMORY_MB})")
     args = p.parse_args(argv)
     try:
         chosen = build(args.out, args.exercise, args.timeout, args.memory_mb)

@@ -1,0 +1,401 @@
+"""rnnbook grade against a class that attacks it, one test per class of attack (issue 8):
+one notebook stopping the run, reading what it must not, data leaving, students
+disturbing each other, and hand-written functions that are not.
+
+One grader run grades the whole class (toy exercise, tests/grading_toy.py) with honest
+classmates in it; every student's status and score is asserted exactly, the points read
+from the checks file. Network attempts only target 127.0.0.1 (listeners of this test).
+"""
+import json
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import grading_toy as toy
+from grading_toy import SOLVED, notebook
+
+TIMEOUT = 5
+FORK_NAME = "rnnbook-escape-t"
+P, TOTAL = toy.points()
+SECRET = "rnnbook-secret-" + secrets.token_hex(8)
+
+
+def without(*names):
+    return TOTAL - sum(P[n] for n in names)
+
+
+def _spy(targets):
+    """A cell that tries each (name, code) and raises RuntimeError("SPY: ...") with
+    'blocked NAME' or 'LEAK NAME: what it got' for each."""
+    lines = ["import os", "report = []"]
+    for name, code in targets:
+        lines += ["try:", *("    " + ln for ln in code.split("\n")),
+                  f"    report.append('LEAK {name}: ' + repr(got)[:200])",
+                  "except BaseException as e:",
+                  f"    report.append('blocked {name} (' + type(e).__name__ + ')')"]
+    lines.append("raise RuntimeError('SPY: ' + '; '.join(report))")
+    return "\n".join(lines)
+
+
+def read_targets(tmp):
+    subs, out = tmp / "subs", tmp / "out"
+    return [
+        ("classmate", f"got = open({str(subs / 'honest' / 'toy.ipynb')!r}).read()"),
+        ("list_submissions", f"got = os.listdir({str(subs)!r})"),
+        ("grades", f"got = os.listdir({str(out)!r})"),
+        ("earlier_run", f"got = open({str(tmp / 'earlier' / 'grades.csv')!r}).read()"),
+        ("concurrent_run", f"got = os.listdir({str(tmp.parent / 'concurrent')!r})"),
+        ("work_dirs", "import glob\ngot = glob.glob('/tmp/rnnbook-grade-*') + glob.glob('/tmp/*')\n"
+                      "assert got, 'nothing'"),
+        ("checks_file", f"got = open({str(toy.FIXTURES / 'toy.checks.py')!r}).read()"),
+        ("solutions", f"got = os.listdir({str(toy.ROOT / 'solutions')!r})"),
+        ("git", f"got = open({str(toy.ROOT / '.git' / 'HEAD')!r}).read()"),
+        ("reference_file", f"got = open({str(toy.ROOT / 'rnnbook' / 'reference.py')!r}).read()"),
+        ("reference_module", "from rnnbook import reference\ngot = reference.rnn"),
+        ("grader_module", "import rnnbook.grading.grader as got"),
+        ("shadow", "got = open('/etc/shadow').read()"),
+        ("passwd", "got = open('/etc/passwd').read()"),
+        ("environ", "import glob\ngot = [open(p, 'rb').read() for p in glob.glob('/proc/*/environ')]\n"
+                    f"assert any(b{SECRET!r} in g for g in got), 'not found'"),
+        ("other_jobs", "import glob\ngot = glob.glob('/proc/[0-9]*')\nassert got, 'none'"),
+        ("shared_tmp", "got = os.listdir('/tmp')\nassert got, 'empty'"),
+        ("own_folder", "got = sorted(os.listdir('.'))\nassert got != ['tmp', 'toy.ipynb'], 'own files only'"),
+    ]
+
+
+def leave_targets(tmp, tcp, udp, unix):
+    marker = tmp / "marker"
+    return [
+        ("tcp", f"import socket\ngot = socket.create_connection(('127.0.0.1', {tcp}), timeout=2)"),
+        ("udp", f"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                f"got = s.sendto(b'x', ('127.0.0.1', {udp}))"),
+        ("unix", f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({str(unix)!r})\ngot = s"),
+        ("raw", "import socket\ngot = socket.socket(socket.AF_INET, socket.SOCK_RAW, 1)"),
+        ("packet", "import socket\ngot = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)"),
+        ("system", f"import ctypes\ngot = ctypes.CDLL(None).system(b'touch {marker}')\n"
+                   f"assert os.path.exists({str(marker)!r}), got"),
+        ("subprocess", f"import subprocess\ngot = subprocess.run(['touch', {str(marker)!r}])"),
+        ("os_system", f"got = os.system('touch {marker}')\nassert got == 0, got"),
+    ]
+
+
+ESCAPE = f"""import ctypes, os, time
+if os.fork() == 0:
+    os.setsid()
+    ctypes.CDLL(None).prctl(15, b"{FORK_NAME}", 0, 0, 0)
+    time.sleep(300)
+"""
+FORK_BOMB = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nwhile True:\n"
+             "    if libc.fork() < 0:\n        raise OSError(ctypes.get_errno(), 'fork refused')")
+THREAD_BOMB = ("import threading, time\nthreading.stack_size(1 << 16)\nfor _ in range(100000):\n"
+               "    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()")
+DISK_FILL = ("block = b'x' * (1 << 20)\nwith open('big', 'wb') as f:\n    for _ in range(1000):\n"
+             "        f.write(block)")
+TMP_FILL = DISK_FILL.replace("'big'", "'/tmp/big'")
+MEMFD = "import os\nfd = os.memfd_create('x')"
+SHM = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+       "shm = libc.shmget(0, 1 << 30, 0o1600)\nassert shm >= 0, 'shmget refused'\n"
+       "libc.shmat.restype = ctypes.c_void_p\nctypes.memset(libc.shmat(shm, None, 0), 1, 1 << 30)")
+SPINNER = ("import threading\ndef spin():\n    while True:\n        pass\n"
+           "threading.Thread(target=spin, daemon=True).start()\nspin()")
+MEMORY_HOG = "hog = []\nwhile True:\n    hog.append(bytearray(1 << 24))"
+FLOOD = ("import json, os\nf = json.dumps({'op': 'rule', 'index': 0, 'what': 'x'}).encode()\n"
+         "f = (b'%d\\n' % len(f) + f) * 20\nfor _ in range((40 << 20) // len(f)):\n"
+         "    os.write(3, f)\nwhile True:\n    pass")          # valid frames, below the 64 MB cap
+BAD_FRAMES = "import os\nos.write(3, b'5\\n[1,2]')"
+SURROGATE_ERROR = "raise ValueError('bad \\udcff text ' + chr(0xd800))"
+
+# hand-written attacks on square_grad (2 points), tanh_backward (3), Cube (3)
+HW = {
+    "hw_backward": {"square_grad": "def square_grad(x):\n    t = torch.tensor(x, requires_grad=True)\n"
+                                   "    with torch.enable_grad():\n        (t ** 2).sum().backward()\n"
+                                   "    return t.grad.numpy()"},
+    "hw_importlib": {"square_grad": "def square_grad(x):\n    import importlib\n"
+                                    "    th = importlib.import_module('tor' + 'ch')\n"
+                                    "    t = th.tensor(x, requires_grad=True)\n"
+                                    "    with th.enable_grad():\n"
+                                    "        return th.autograd.grad((t ** 2).sum(), t)[0].numpy()"},
+    "hw_gc": {"square_grad": "import gc\n_g = next(o for o in gc.get_objects() if callable(o) and "
+                             "getattr(o, '__name__', '') == 'grad' and 'autograd' in "
+                             "(getattr(o, '__module__', '') or ''))\n\n\ndef square_grad(x):\n"
+                             "    t = torch.tensor(x, requires_grad=True)\n    with torch.enable_grad():\n"
+                             "        return _g((t ** 2).sum(), t)[0].numpy()"},
+    "hw_functional": {"square_grad": "def square_grad(x):\n    from torch.autograd import functional\n"
+                                     "    f = lambda t: (t ** 2).sum()\n"
+                                     "    return functional.jacobian(f, torch.tensor(x)).numpy()"},
+    "hw_thread": {"square_grad": "import threading\n\n\ndef square_grad(x):\n    out = []\n"
+                                 "    def work():\n        t = torch.tensor(x, requires_grad=True)\n"
+                                 "        (t ** 2).sum().backward()\n        out.append(t.grad.numpy())\n"
+                                 "    th = threading.Thread(target=work)\n    th.start()\n    th.join()\n"
+                                 "    return out[0]"},
+    "hw_blind": {"square_grad": "import sys\n\n\ndef square_grad(x):\n    sys.setprofile(None)\n"
+                                "    t = torch.tensor(x, requires_grad=True)\n    with torch.enable_grad():\n"
+                                "        return torch.autograd.grad((t ** 2).sum(), t)[0].numpy()"},
+    "hw_library": {"square_grad": "def square_grad(x):\n    g = __import__('rnn' + 'book.gradcheck', "
+                                  "fromlist=['x'])\n    y = x.copy()\n"
+                                  "    return g.numerical_gradient(lambda: np.sum(y ** 2), y)",
+                   "tanh": SOLVED["tanh"].split("\n\n\n")[0] + "\n\n\ndef tanh_backward(dh, cache):\n"
+                           "    from rnnbook import rnn\n    x, W = cache['x'], cache['W']\n"
+                           "    D = W.shape[0]\n    p = {'U': np.zeros((D, D)), 'W': W, 'b': np.zeros(D)}\n"
+                           "    _, c = rnn.forward(p, x[None], np.zeros((x.shape[0], D)))\n"
+                           "    dx, _, d = rnn.backward(dh[None], c)\n    return dx[0], d['W']"},
+    "hw_in_backward": {"cube": SOLVED["cube"].replace(
+        "return 3 * x ** 2 * g", "with torch.enable_grad():\n            y = x.detach().requires_grad_()\n"
+        "            return torch.autograd.grad((y ** 3 * g).sum(), y)[0]")},
+}
+HW_LOST = {"hw_backward": ["square_grad"], "hw_importlib": ["square_grad"], "hw_gc": ["square_grad"],
+           "hw_functional": ["square_grad"], "hw_thread": ["square_grad"], "hw_blind": ["square_grad"],
+           "hw_library": ["square_grad", "tanh_backward"], "hw_in_backward": ["Cube"]}
+
+
+def the_class(tmp, tcp, udp, unix):
+    """{student: files} and {student: (status, score)}."""
+    honest = notebook()
+    subs, expect = {}, {}
+
+    def add(student, nb, status, score, name="toy.ipynb"):
+        subs.setdefault(student, {})[name] = nb
+        expect[student] = (status, score)
+
+    add("honest", honest, "graded", TOTAL)
+    add("honest2", honest, "graded", TOTAL)
+    add("stub", toy.exercise(), "graded", 0)
+    # 1. one notebook never stops the run
+    add("bad_frames", notebook(before=[BAD_FRAMES]), "error", 0)
+    add("flood", notebook(before=[FLOOD]), "timeout", 0)
+    add("surrogates", _with_surrogate_answer(notebook(after=[SURROGATE_ERROR])), "graded", TOTAL)
+    add(b"bad\xffname", honest, "graded", TOTAL)
+    add("odd_files", honest, "graded", TOTAL)
+    subs["odd_files"][b"\xfe.ipynb"] = honest
+    subs["odd_files"][".hidden/toy.ipynb"] = honest
+    add("copy_only", honest, "graded", TOTAL, name="toy (1).ipynb")
+    add("link_notebook", ("link", "../honest/toy.ipynb"), "invalid", 0)
+    add("link_master", ("link", str(tmp / "master.ipynb")), "invalid", 0)
+    subs["link_folder"], expect["link_folder"] = ("link", "honest"), ("invalid", 0)
+    add("cells_100k", _many_cells(100_000), "invalid", 0)
+    add("huge_output", notebook(before=["print('x' * 100_000_000)"]), "graded", TOTAL)
+    add("moved_function", notebook({"plain_sum": "# moved to the self-check cell"},
+                                   self_check=toy.SELF_CHECK + "\n\n\n" + SOLVED["plain_sum"]),
+        "graded", without("plain_sum"))
+    # 2. and 3. reading what it must not, and data leaving
+    add("spy", notebook(after=[_spy(read_targets(tmp))]), "graded", TOTAL)
+    add("exfil", notebook(after=[_spy(leave_targets(tmp, tcp, udp, unix))]), "graded", TOTAL)
+    # 4. students disturbing each other
+    add("fork_bomb", notebook(before=[FORK_BOMB]), "graded", TOTAL)
+    add("escape", notebook(before=[ESCAPE]), "graded", TOTAL)
+    add("thread_bomb", notebook(before=[THREAD_BOMB]), "graded", P["plain_sum"])
+    add("disk_fill", notebook(before=[DISK_FILL, TMP_FILL]), "graded", TOTAL)
+    add("memfd_shm", notebook(before=[MEMFD, SHM]), "graded", TOTAL)
+    add("spinner", notebook(before=[SPINNER]), "timeout", 0)
+    add("memory_hog", notebook(before=[MEMORY_HOG]), "memory", 0)
+    # 5. hand-written functions that are not
+    for student, parts in HW.items():
+        add(student, notebook(parts), "graded", without(*HW_LOST[student]))
+    return subs, expect
+
+
+def _with_surrogate_answer(nb):
+    """The notebook's written answer holds a lone surrogate (JSON's \\udcff escape)."""
+    text = nbformat.writes(nb).replace("The derivative of x^2 is 2x.", "2x \\udcff done")
+    return text.encode("utf-8")
+
+
+def _many_cells(n):
+    nb = json.loads(nbformat.writes(toy.exercise()))
+    nb["cells"] += [{"cell_type": "code", "id": f"x{i}", "metadata": {}, "source": "pass",
+                     "outputs": [], "execution_count": None} for i in range(n)]
+    return json.dumps(nb).encode()
+
+
+class Listeners:
+    """TCP, UDP and Unix listeners on this machine that record anything they get."""
+
+    def __init__(self, tmp):
+        self.got = []
+        self.tcp = socket.create_server(("127.0.0.1", 0))
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.unix_path = tmp / "listener.sock"
+        self.unix = socket.socket(socket.AF_UNIX)
+        self.unix.bind(str(self.unix_path))
+        self.unix.listen()
+        os.chmod(self.unix_path, 0o777)
+        for s in (self.tcp, self.udp, self.unix):
+            s.settimeout(0.2)
+        self.stop = False
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while not self.stop:
+            for s, kind in ((self.tcp, "tcp"), (self.unix, "unix")):
+                try:
+                    s.accept()
+                    self.got.append(kind)
+                except OSError:
+                    pass
+            try:
+                self.udp.recvfrom(100)
+                self.got.append("udp")
+            except OSError:
+                pass
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        for s in (self.tcp, self.udp, self.unix):
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory):
+    toy.need_bwrap()
+    tmp = tmp_path_factory.mktemp("attacks")
+    options = toy.setup(tmp)
+    nbformat.write(notebook(), tmp / "master.ipynb")
+    (tmp / "earlier").mkdir()
+    (tmp / "earlier" / "grades.csv").write_text("student,exercise,score\nold,toy,11\n")
+    concurrent = tmp.parent / "concurrent"
+    concurrent.mkdir(exist_ok=True)
+    (concurrent / "spec.json").write_text('{"secret": 1}')
+    listeners = Listeners(tmp)
+    try:
+        subs, expect = the_class(tmp, listeners.tcp.getsockname()[1],
+                                 listeners.udp.getsockname()[1], listeners.unix_path)
+        toy.write_class(tmp / "subs", {k: v for k, v in subs.items() if not isinstance(v, tuple)})
+        os.symlink(subs["link_folder"][1], tmp / "subs" / "link_folder")
+        start = time.monotonic()
+        r = toy.grade(tmp / "subs", tmp / "out", *options, "--jobs", "2", "--timeout", str(TIMEOUT),
+                      "--memory-mb", "400", env={"RNNBOOK_GRADE_SEED": toy.SEED,
+                                                  "RNNBOOK_TEST_SECRET": SECRET})
+        seconds = time.monotonic() - start
+    finally:
+        listeners.close()
+    return {"result": r, "tmp": tmp, "out": tmp / "out", "expect": expect, "seconds": seconds,
+            "listened": listeners.got}
+
+
+def statuses(attacked, students):
+    grades, _ = toy.read_grades(attacked["out"])
+    got = {s: (grades[(s, "toy")]["status"], float(grades[(s, "toy")]["score"])) for s in students}
+    want = {s: (attacked["expect"][s][0], float(attacked["expect"][s][1])) for s in students}
+    assert got == want
+
+
+def spy_report(attacked, student):
+    errors = toy.result(attacked["out"], student)["cell_errors"]
+    spy = [e["message"] for e in errors if e["message"].startswith("SPY: ")]
+    assert spy, errors
+    return spy[0]
+
+
+def test_the_run_finished_and_every_student_has_a_row(attacked):
+    r = attacked["result"]
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert "(isolation: namespaces)" in r.stdout
+    grades, rows = toy.read_grades(attacked["out"])
+    assert {row["student"] for row in rows} == {s if isinstance(s, str) else "bad\\xffname"
+                                                for s in attacked["expect"]}
+    assert all(toy.result(attacked["out"], "honest")[k] == v for k, v in
+               {"status": "graded", "score": TOTAL, "isolation": "namespaces"}.items())
+
+
+def test_one_notebook_never_stops_the_run(attacked):
+    statuses(attacked, ["honest", "honest2", "stub", "bad_frames", "flood", "surrogates",
+                        "odd_files", "copy_only", "link_notebook", "link_master", "link_folder",
+                        "cells_100k", "huge_output"])
+    grades, _ = toy.read_grades(attacked["out"])
+    assert grades[("bad\\xffname", "toy")]["score"] == str(TOTAL).rstrip("0").rstrip(".")
+    out, err = attacked["out"], attacked["result"].stderr
+    assert "malformed data" in toy.result(out, "bad_frames")["reason"]
+    assert "\\xff" in (out / "surrogates" / "feedback.md").read_text(encoding="utf-8")
+    assert "\\xfe.ipynb: not an exercise" in err
+    assert "odd_files/.hidden: hidden" in err
+    assert "graded as toy" in toy.result(out, "copy_only")["notes"][0]
+    for student in ("link_notebook", "link_master", "link_folder"):
+        assert "symbolic link" in toy.result(out, student)["reason"]
+    assert "more than the 5000 graded" in toy.result(out, "cells_100k")["reason"]
+    assert toy.result(out, "huge_output")["output_dropped_chars"] > 90_000_000
+    assert "not attempted" in (out / "stub" / "feedback.md").read_text()
+    master = (out / "link_master" / "feedback.md").read_text()
+    assert "2x" not in master and "derivative" not in master
+
+
+def test_feedback_names_cells_as_jupyter_and_skipped_cells_only_when_they_matter(attacked):
+    statuses(attacked, ["moved_function", "honest"])
+    out = attacked["out"]
+    moved = (out / "moved_function" / "feedback.md").read_text()
+    assert "### Cells the grader did not run" in moved
+    assert "- In [3] (`assert np.allclose(square_grad(np.ones(3)), 2)`): a self-check cell: it " \
+           "defines `plain_sum`, which a check needs" in moved
+    honest = (out / "honest" / "feedback.md").read_text()
+    assert "did not run" not in honest and "> The derivative of x^2 is 2x." in honest
+    surrogate = toy.result(out, "surrogates")["cell_errors"][0]
+    assert surrogate["where"] == "In [8] (`raise ValueError('bad \\udcff text ' + chr(0xd800))`)"
+
+
+def test_nothing_is_read_that_must_not_be(attacked):
+    statuses(attacked, ["spy", "honest"])
+    report = spy_report(attacked, "spy")
+    assert "LEAK" not in report and "NameError" not in report, report
+    for name, _ in read_targets(attacked["tmp"]):
+        assert f"blocked {name} " in report, (name, report)
+    for path in attacked["out"].rglob("*"):
+        if path.is_file():
+            assert SECRET not in path.read_text(encoding="utf-8", errors="replace"), path
+
+
+def test_no_data_leaves(attacked):
+    statuses(attacked, ["exfil", "honest"])
+    report = spy_report(attacked, "exfil")
+    assert "LEAK" not in report and "NameError" not in report, report
+    for name, _ in leave_targets(attacked["tmp"], 1, 1, "x"):
+        assert f"blocked {name} " in report, (name, report)
+    assert attacked["listened"] == []
+    assert not (attacked["tmp"] / "marker").exists()
+
+
+def test_students_cannot_disturb_each_other(attacked):
+    statuses(attacked, ["fork_bomb", "escape", "thread_bomb", "disk_fill", "memfd_shm", "spinner",
+                        "memory_hog", "honest", "honest2"])
+    out = attacked["out"]
+    errors = {s: [e["message"] for e in toy.result(out, s)["cell_errors"]]
+              for s in ("fork_bomb", "escape", "disk_fill", "memfd_shm")}
+    assert "[Errno 1] fork refused" in errors["fork_bomb"][0]                  # the kernel
+    assert "os.fork: starting programs or processes is not allowed" in errors["escape"][0]
+    assert all("No space left" in m or "File too large" in m for m in errors["disk_fill"]), errors
+    assert "Operation not permitted" in errors["memfd_shm"][0] and "shmget refused" in errors["memfd_shm"][1]
+    assert "can't start new thread" in toy.result(out, "thread_bomb")["cell_errors"][0]["message"]
+    spinner = toy.result(out, "spinner")
+    assert spinner["attempts"] == 2 and "also when it ran again alone" in spinner["reason"]
+    assert "ran out of memory" in toy.result(out, "memory_hog")["reason"]
+    assert not [p for p in Path("/proc").glob("[0-9]*/comm") if _comm(p) == FORK_NAME]
+
+
+def _comm(path):
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def test_hand_written_rule(attacked):
+    statuses(attacked, list(HW) + ["honest"])
+    out = attacked["out"]
+    for student, lost in HW_LOST.items():
+        for check in toy.result(out, student)["checks"]:
+            assert bool(check["rule"]) == (check["name"] in lost), (student, check)
+    fb = (out / "hw_library" / "feedback.md").read_text()
+    assert "not written by hand, so 0 points: `tanh_backward` called the library's" in fb
+    assert re.search(r"`square_grad` called the library's numerical_gradient", fb)
+    assert "started a thread" in (out / "hw_thread" / "feedback.md").read_text()
+    assert "blind" in (out / "hw_blind" / "feedback.md").read_text()
+    assert "left a thread running" in (out / "thread_bomb" / "feedback.md").read_text()

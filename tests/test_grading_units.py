@@ -1,0 +1,158 @@
+"""The grader's parts on their own: the wire format never trusts the notebook, text that
+is not UTF-8 cannot break a report, cell numbers are Jupyter's, the checks API validates,
+the hand-written monitor and the seccomp filter do what they say (in this process)."""
+import json
+import os
+import platform
+
+import numpy as np
+import pytest
+import torch
+
+from rnnbook.grading import Check, HandWritten, confine, monitor, wire
+from rnnbook.grading.notebooks import parse_notebook, where
+from rnnbook.grading.records import CheckResult, Output, Result, safe_name, safe_text
+from rnnbook.grading.report import gradescope_results
+
+
+@pytest.mark.parametrize("data", [
+    b"x\n{}", b"99999999999\n", b"5\n[1,2]", b"4\nnull", b"10\n" + b"[" * 10,
+    b"20000\n" + b"[" * 20000,
+])
+def test_frame_reader_rejects_garbage(data):
+    with pytest.raises(wire.WireError):
+        wire.FrameReader(1 << 20).feed(data)
+
+
+@pytest.mark.parametrize("node", [
+    {"t": "array", "dtype": "|O", "shape": [1], "data": ""},
+    {"t": "array", "dtype": "<f8", "shape": [2], "data": "AAAAAAAAAAA="},
+    {"t": "array", "dtype": "<f8", "shape": [1 << 30, 1 << 30], "data": ""},
+    {"t": "array", "dtype": "<f8", "shape": [-1], "data": ""},
+    {"t": "list", "items": [{"t": "none"}] * 1000},
+    {"t": "pickle", "data": "gASVAAAAAAAAAAB9lC4="},
+    {"t": "int", "v": 2 ** 70}, {"t": "float", "v": "1" * 100}, [],
+])
+def test_decode_rejects_malformed_values(node):
+    with pytest.raises(wire.WireError):
+        wire.decode_value(node)
+
+
+def test_values_round_trip():
+    value = (np.arange(6.0).reshape(2, 3), {"U": np.float32(2.5), "n": 3}, [None, True, 1.5, "s"],
+             np.array([1, 2], dtype=">i4"), (torch.ones(2), torch.zeros(1)))
+    back = wire.decode_value(json.loads(json.dumps(wire.encode_value(value))))
+    assert np.array_equal(back[0], value[0]) and back[1]["U"].dtype == np.float32
+    assert back[1]["n"] == 3 and back[2] == [None, True, 1.5, "s"]
+    assert back[3].tolist() == [1, 2] and back[4][0].tolist() == [1.0, 1.0]
+
+
+def test_text_that_is_not_utf8_is_shown_escaped():
+    name = os.fsdecode(b"stu\xffdent\nx")
+    assert safe_name(name) == "stu\\xffdent\\nx"
+    assert safe_text("a\ud800b\x1bc\nd") == "a\\ud800b\\x1bc\nd"
+    safe_text(name).encode("utf-8")                    # never raises
+
+
+def test_cell_numbers_are_jupyters():
+    nb = {"nbformat": 4, "cells": [
+        {"cell_type": "markdown", "source": "# t"}, {"cell_type": "code", "source": "a = 1"},
+        {"cell_type": "code", "source": "  \n"}, {"cell_type": "markdown", "source": "x"},
+        {"cell_type": "code", "source": ["def f(x):\n", "    return x"]}]}
+    cells, error = parse_notebook(json.dumps(nb).encode())
+    assert error is None and [c.number for c in cells] == [0, 1, 0, 0, 2]
+    assert where(cells[4]) == "In [2] (`def f(x):`)"
+    many = {"nbformat": 4, "cells": [{"cell_type": "code", "source": ""}] * 5001}
+    assert "more than the 5000 graded" in parse_notebook(json.dumps(many).encode())[1]
+
+
+def test_checks_api_validates():
+    kw = dict(name="f", points=1, function="f", inputs=None, reference=None, outputs={"y": ()})
+    assert Check(**kw, hand_written=True).hand_written == HandWritten()
+    assert Check(**kw).hand_written is None
+    assert HandWritten().forbid == ("autograd", "rnnbook")
+    with pytest.raises(ValueError):
+        HandWritten(allow=("rnnbook",))                 # a function is named module.function
+    with pytest.raises(ValueError):
+        Check(**kw, hand_written="yes")
+    with pytest.raises(ValueError):
+        HandWritten(forbid=("",))
+
+
+def _watch(fn, rule=None, **kw):
+    """(what fn returned or raised, the violations reported)."""
+    reports = []
+    try:
+        value = monitor.watch(fn, rule or {"forbid": ["autograd", "rnnbook"]}, reports.append, **kw)
+    except Exception as e:
+        value = e
+    return value, reports
+
+
+def test_monitor_lets_honest_code_run():
+    value, reports = _watch(lambda: 2 * np.ones(3) + torch.ones(3).numpy())
+    assert reports == [] and value.tolist() == [3.0, 3.0, 3.0]
+
+
+def test_monitor_sees_autograd_and_the_library():
+    def autograd():
+        t = torch.ones(3, requires_grad=True)
+        with torch.enable_grad():
+            return torch.autograd.grad(t.sum(), t)[0]
+    assert "autograd" in _watch(autograd, inference=False)[1][0]
+    assert "turned autograd on" in _watch(autograd)[1][0]
+    from rnnbook import rnn
+    params = {"U": np.eye(2), "W": np.ones((2, 1)), "b": np.zeros(2)}
+    run = lambda: rnn.forward(params, np.ones((3, 1, 1)), np.zeros((1, 2)))  # noqa: E731
+    assert "called the library's forward" in _watch(run)[1][0]
+    allowed = {"forbid": ["autograd", "rnnbook"], "allow": ["rnnbook.rnn.forward"]}
+    assert _watch(run, allowed)[1] == []                          # with what it calls inside
+    assert _watch(lambda: rnn.backward(np.ones((3, 1, 2)), run()[1]), allowed)[1]
+    assert _watch(run, {"forbid": ["autograd"]})[1] == []
+
+
+def test_seccomp_refuses_processes_programs_and_sockets():
+    if platform.machine() != "x86_64":
+        pytest.skip("the filter is written for x86-64")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            confine.drop_privileges()
+            confine.seccomp()
+            got = []
+            for name, attempt in (("fork", os.fork), ("exec", lambda: os.execv("/bin/true", ["true"])),
+                                  ("inet", lambda: __import__("socket").socket()),
+                                  ("memfd", lambda: os.memfd_create("x"))):
+                try:
+                    attempt()
+                    got.append(f"{name} allowed")
+                except OSError as e:
+                    got.append(f"{name} {e.errno}")
+            import socket
+            import threading
+            socket.socketpair()
+            t = threading.Thread(target=lambda: None)
+            t.start()
+            t.join()
+            os.write(w, ", ".join(got).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 1000).decode()
+    os.waitpid(pid, 0)
+    assert got == "fork 1, exec 1, inet 1, memfd 1"
+
+
+def test_gradescope_output_keeps_indentation_and_says_missing_once():
+    tb = "Traceback:\n  File \"<cell 3>\", line 2, in f\n    return 1 / 0"
+    graded = Result("s", "ex", "graded", "", 0, 2, [CheckResult(
+        "f", "f", 0, 2, "ZeroDivisionError: division by zero\n" + tb, [Output("y", False, "no result")])])
+    missing = Result("s", "ex2", "missing", "not submitted", 0, 3,
+                     [CheckResult(n, n, 0, 1, "not submitted") for n in "abc"])
+    tests = gradescope_results("s", [graded, missing], [])["tests"]
+    lines = tests[0]["output"].split("\n")
+    assert lines[lines.index("  ```") + 1:lines.index("  ```") + 4] == \
+        ["  Traceback:", '    File "<cell 3>", line 2, in f', "      return 1 / 0"]
+    assert [t["output"] for t in tests[1:]] == ["**missing:** not submitted"] * 3
