@@ -27,3 +27,4 @@ Around them:
 
 Nothing is imported here, so ``python -m rnnbook.bench`` can set thread
 counts before NumPy loads.
+"""

@@ -37,6 +37,9 @@ def _run_h(module, x, states):
     return module(x, states[0][None])[0]
 
 
+_GRU_PARAMS = {f"{kind}_{g}": dims for g in "zrh"
+               for kind, dims in (("W", "D M"), ("U", "D D"), ("b", "D"))}
+
 CELLS = [
     Cell("rnn", "rnnbook.rnn", {"U": "D D", "W": "D M", "b": "D"}, reference.rnn,
          torch_module=lambda M, D, bias: torch.nn.RNN(M, D, bias=bias),
@@ -50,5 +53,40 @@ CELLS = [
               r"nonlinearity='tanh', got 'relu'"),
              (lambda: torch.nn.Linear(3, 4), r"got Linear"),
              (lambda: {"U": 1}, r"got dict"),
+         )),
+    Cell("lstm", "rnnbook.lstm",
+         {f"{kind}_{g}": dims for g in "ifoc"
+          for kind, dims in (("W", "D M"), ("U", "D D"), ("b", "D"))},
+         reference.lstm, states=("h0", "c0"),
+         torch_module=lambda M, D, bias: torch.nn.LSTM(M, D, bias=bias),
+         torch_run=lambda module, x, s: module(x, (s[0][None], s[1][None]))[0],
+         torch_rejects=(
+             (lambda: torch.nn.RNN(3, 4), r"must be a torch.nn.LSTM .*got RNN"),
+             (lambda: torch.nn.GRU(3, 4), r"got GRU"),
+             (lambda: torch.nn.LSTMCell(3, 4), r"got LSTMCell"),
+             (lambda: torch.nn.LSTM(3, 4, num_layers=2), r"num_layers=1, got 2"),
+             (lambda: torch.nn.LSTM(3, 4, bidirectional=True), r"unidirectional"),
+             (lambda: torch.nn.LSTM(3, 4, proj_size=2), r"proj_size=0 .*got 2"),
+             (lambda: torch.nn.Linear(3, 4), r"got Linear"),
+             (lambda: {"W_i": 1}, r"got dict"),
+         )),
+    Cell("residual", "rnnbook.residual", {"U": "D D", "W": "D M", "b": "D"},
+         reference.residual),
+    # scale 1: the reset gate's gradients (small: r only scales part of h~'s input)
+    # stay well above the rounding noise of the central differences
+    Cell("gru-before", "rnnbook.gru", _GRU_PARAMS, reference.gru,
+         kwargs={"reset": "before"}, scale=1.0),
+    Cell("gru-after", "rnnbook.gru", {**_GRU_PARAMS, "b_hn": "D"}, reference.gru,
+         kwargs={"reset": "after"}, scale=1.0,
+         torch_module=lambda M, D, bias: torch.nn.GRU(M, D, bias=bias),
+         torch_run=_run_h,
+         torch_rejects=(
+             (lambda: torch.nn.LSTM(3, 4), r"must be a torch.nn.GRU .*got LSTM"),
+             (lambda: torch.nn.RNN(3, 4), r"got RNN"),
+             (lambda: torch.nn.GRUCell(3, 4), r"got GRUCell"),
+             (lambda: torch.nn.GRU(3, 4, num_layers=2), r"num_layers=1, got 2"),
+             (lambda: torch.nn.GRU(3, 4, bidirectional=True), r"unidirectional"),
+             (lambda: torch.nn.Linear(3, 4), r"got Linear"),
+             (lambda: {"W_z": 1}, r"got dict"),
          )),
 ]
