@@ -168,8 +168,10 @@ def diagnose(actual, expected, tol, axes=None):
         return ["it equals the expected result with the opposite sign"]
     factor = float(np.vdot(a, b) / np.vdot(a, a))
     if factor and rel_error(factor * a, b) <= max(tol, 1e-12):
-        return [f"it is the expected result divided by {factor:.4g}: a missing or extra "
-                "constant factor (1/N, 1/2, 2)?"]
+        times = 1 / factor   # actual = times * expected
+        size = f"{times:.4g} times" if abs(times) >= 1 else f"1/{1 / times:.4g} of"
+        return [f"it is {size} the expected result: a missing or extra constant factor "
+                "(1/N, 1/2, 2)?"]
     wrong = np.abs(a - b) > tol * scale
     first = tuple(int(i) for i in np.argwhere(wrong)[0])
     hints.append(f"first wrong entry at index {_where(first, axes)}: got {a[first]:.6g}, "
