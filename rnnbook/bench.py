@@ -104,13 +104,45 @@ def bench_cell(name, T, N, M, D, repeat, rate=None):
     return t_np, t_torch
 
 
-def bench_cells(names, sizes, repeat):
+def bench_cells(names, sizes, repeat, json_path=None):
+    """Time every cell at every size; with json_path, also write the figures there (the
+    chapters print the committed book/data/bench_cells.json rather than timing live)."""
     rate = dgemm_rate()
     print(f"forward+backward, float64, 1 thread, median of {repeat}; ratio = rnnbook / torch "
           f"(below 1: NumPy faster); single-thread DGEMM rate {rate:.1f} GFLOP/s")
+    rows = []
     for name in names:
         for T, N, M, D in sizes:
-            bench_cell(name, T, N, M, D, repeat, rate)
+            t_np, t_torch = bench_cell(name, T, N, M, D, repeat, rate)
+            G = CELLS[name][2]
+            rows.append({"cell": name, "T": T, "N": N, "M": M, "D": D,
+                         "rnnbook_ms": round(t_np * 1e3, 3), "torch_ms": round(t_torch * 1e3, 3),
+                         "ratio": round(t_np / t_torch, 3),
+                         "gemm_share": round(gemm_flops(T, N, M, D, G) / t_np / 1e9 / rate, 3)})
+    if json_path:
+        import json
+        import platform
+
+        import torch
+        record = {"command": "python -m rnnbook.bench " + " ".join(sys.argv[1:]),
+                  "date": time.strftime("%Y-%m-%d"), "machine": platform.processor()
+                  or platform.machine(), "cpu": _cpu_name(), "numpy": np.__version__,
+                  "torch": torch.__version__, "repeat": repeat,
+                  "load_average_1min": round(os.getloadavg()[0], 2),
+                  "dgemm_gflops": round(rate, 1), "rows": rows}
+        Path(json_path).write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {json_path}")
+    return rows
+
+
+def _cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 # bench_notebooks runs each notebook in a process of its own, so that the peak memory of
@@ -216,6 +248,9 @@ def main(argv=None):
     for name in ("T", "N", "M", "D"):
         parser.add_argument(f"--{name}", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--json", default=None,
+                        help="with 'cells': also write the figures to this JSON file "
+                             "(book/data/bench_cells.json is the committed one)")
     parser.add_argument("--n", type=int, default=100, help="students (with 'grade')")
     parser.add_argument("--baseline-n", type=int, default=10,
                         help="students whose notebooks nbclient runs (with 'grade')")
@@ -230,7 +265,7 @@ def main(argv=None):
     if any(v is not None for v in (args.T, args.N, args.M, args.D)):
         sizes = [tuple(v if v is not None else d for v, d in
                        zip((args.T, args.N, args.M, args.D), SIZES[0]))]
-    bench_cells(args.cells, sizes, args.repeat)
+    bench_cells(args.cells, sizes, args.repeat, args.json)
 
 
 if __name__ == "__main__":

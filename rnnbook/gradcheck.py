@@ -169,6 +169,9 @@ def diagnose(actual, expected, tol, axes=None):
     factor = float(np.vdot(a, b) / np.vdot(a, a))
     if factor and rel_error(factor * a, b) <= max(tol, 1e-12):
         times = 1 / factor   # actual = times * expected
+        if abs(times - 1) < 1e-3:
+            return [f"it is the expected result times {times:.7g}: a tiny constant factor, "
+                    "as from a missing or extra guard term (the 1e-6 of norm + 1e-6?)"]
         size = f"{times:.4g} times" if abs(times) >= 1 else f"1/{1 / times:.4g} of"
         return [f"it is {size} the expected result: a missing or extra constant factor "
                 "(1/N, 1/2, 2)?"]

@@ -54,6 +54,7 @@ def test_long_lines_are_split_between_words(capsys):
     (-np.arange(1.0, 5.0), np.arange(1.0, 5.0), "opposite sign"),
     (np.arange(1.0, 5.0) / 3, np.arange(1.0, 5.0), "1/3 of the expected result"),
     (np.arange(1.0, 5.0) * 4, np.arange(1.0, 5.0), "4 times the expected result"),
+    (np.arange(1.0, 5.0) * (1 + 3e-6), np.arange(1.0, 5.0), "a tiny constant factor"),
     (np.zeros(4), np.arange(1.0, 5.0), "all zeros"),
     (np.array([1.0, np.nan]), np.ones(2), "NaN or infinity, first at index (1,)"),
     (np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 7.0]), "first wrong entry at index (2,)"),
