@@ -5,9 +5,10 @@ backward sweep by hand: no autograd inside. Book: chapter 02 (the PyTorch half o
     h_t = tanh(z_t)                    (book 1.2)
 
 Backward in one sweep, with the one-index error term deltabar_t = dL/dz_t (book: a bold
-delta with a bar), as in rnnbook.rnn:
+delta with a bar), as in rnnbook.rnn; dL_t/dh_t is the direct derivative of the
+step's own loss, and the path through h_{t+1} is the term U^T deltabar_{t+1}:
 
-    deltabar_t = tanh'(z_t) * (dL/dh_t + U^T deltabar_{t+1})   (book 1.11)
+    deltabar_t = tanh'(z_t) * (dL_t/dh_t + U^T deltabar_{t+1}) (book 1.11)
     dL/dU = sum_t deltabar_t h_{t-1}^T, dL/dW = sum_t deltabar_t x_t^T,
     dL/db = sum_t deltabar_t                                   (book 1.10)
 
@@ -23,8 +24,15 @@ function, so it also runs under ``torch.no_grad()`` on tensors that carry no gra
 
     hs = RNNFunction.apply(x, h0, U, W, b)
 
+``ctx.save_for_backward`` keeps the tensors the sweep needs, so PyTorch refuses to run
+the backward pass if one was modified in place after the forward. The sweep is made of
+differentiable tensor operations, so it can itself be differentiated (second
+derivatives, ``torch.autograd.gradgradcheck``).
+
 Tensors: floating point, one dtype and one device for all of them (as torch.nn.RNN
-wants). Bad input raises ValueError naming the argument, as rnnbook.rnn does.
+wants). Bad input raises ValueError naming the argument, as rnnbook.rnn does. The
+checks run in torch (shapes, dtype and device, ``torch.isfinite``): nothing is copied
+to the CPU or to NumPy, so nothing here is tied to either.
 """
 import torch
 
@@ -64,7 +72,7 @@ def forward(params, x, h0):
 def backward(dhs, cache):
     """BPTT in one backward sweep, O(T), with tensor operations only (no autograd).
 
-    dhs   -- dL/dh_t for every t (only the direct part, not through h_{t+1}), (T, N, D)
+    dhs   -- dL_t/dh_t for every t: the direct part only, not through h_{t+1}, (T, N, D)
     cache -- from ``forward``
     Returns dx (T, N, M), dh0 (N, D), dparams {U, W, b} with the shapes of params.
     """
@@ -78,7 +86,7 @@ def backward(dhs, cache):
     delta = [None] * T                   # delta[t] = deltabar_t = dL/dz_t
     dh = torch.zeros_like(h0)            # dL/dh_t through h_{t+1}, zero after T
     for t in range(T - 1, -1, -1):
-        dh = dh + dhs[t]                          # all of dL/dh_t
+        dh = dh + dhs[t]                          # total dL/dh_t, all paths
         delta[t] = dh * (1.0 - hs[t] ** 2)        # (1.11), tanh'(z_t) = 1 - h_t^2
         dh = delta[t] @ U                         # U^T deltabar_t, as rows
     delta = torch.stack(delta)
@@ -93,42 +101,56 @@ def backward(dhs, cache):
     return dx, dh, dparams
 
 
-class RNNFunction(torch.autograd.Function):
-    """hs = RNNFunction.apply(x, h0, U, W, b): the simple RNN as one autograd node whose
-    backward is the hand-written sweep ``backward``.
+# RNNFunction's two methods are also named forward and backward; inside them these
+# aliases say which is meant: the sweeps above, not a recursive call.
+_sweep_forward, _sweep_backward = forward, backward
 
-    x (T, N, M), h0 (N, D), U (D, D), W (D, M), b (D,) -> hs (T, N, D).
-    The tensors ``backward`` needs are kept with ``ctx.save_for_backward``, so PyTorch
-    refuses to run the backward pass if one was modified in place after the forward.
-    The backward pass is made of differentiable tensor operations, so it can itself be
-    differentiated (second derivatives, ``torch.autograd.gradgradcheck``).
-    """
+
+class RNNFunction(torch.autograd.Function):
+    """hs = RNNFunction.apply(x, h0, U, W, b): the RNN as one autograd node
+    whose backward is the hand-written sweep. x (T, N, M), h0 (N, D),
+    U (D, D), W (D, M), b (D,) -> hs (T, N, D)."""
 
     @staticmethod
     def forward(ctx, x, h0, U, W, b):
-        hs, _ = forward({"U": U, "W": W, "b": b}, x, h0)
-        ctx.save_for_backward(x, h0, U, W, hs)
+        hs, _ = _sweep_forward({"U": U, "W": W, "b": b}, x, h0)
+        ctx.save_for_backward(x, h0, U, W, hs)   # in-place edits caught
         return hs
 
     @staticmethod
     def backward(ctx, dhs):
         x, h0, U, W, hs = ctx.saved_tensors
         cache = {"params": {"U": U, "W": W}, "x": x, "h0": h0, "hs": hs}
-        dx, dh0, dparams = backward(dhs, cache)
+        dx, dh0, dparams = _sweep_backward(dhs, cache)   # no autograd inside
         return dx, dh0, dparams["U"], dparams["W"], dparams["b"]
 
 
-def _numpy_view(name, value):
-    """A CPU NumPy view of a floating-point tensor (for the shared shape checks)."""
+def _check(dims, name, value, spec):
+    """Check a tensor against the named dimensions ``spec`` ("T N M") of ``dims``, as
+    rnnbook._validate.Dims.array checks an array, but in torch: the tensor is never
+    copied, moved to the CPU or converted to NumPy, so any device works."""
     if not isinstance(value, torch.Tensor):
         raise ValueError(f"{name} must be a torch tensor, got {type(value).__name__}")
     if value.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"{name} must be a float32 or float64 tensor, got {value.dtype}")
-    return value.detach().cpu().numpy()
-
-
-def _check(dims, name, value, spec):
-    dims.array(name, _numpy_view(name, value), spec)
+    letters = spec.split()
+    label = "(" + ", ".join(letters) + ("," if len(letters) == 1 else "") + ")"
+    shape = tuple(value.shape)
+    if len(shape) != len(letters):
+        raise ValueError(f"{name} must have {len(letters)} dimensions {label}, "
+                         f"got shape {shape}")
+    if 0 in shape:
+        raise ValueError(f"{name} must not be empty, got shape {shape} for {label}")
+    bound = dict(dims.sizes)
+    for letter, got in zip(letters, shape):
+        bound.setdefault(letter, got)
+    want = tuple(bound[letter] for letter in letters)
+    if shape != want:
+        raise ValueError(f"{name} must have shape {label} = {_validate._fmt(want)}, "
+                         f"got {shape}")
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} contains NaN or infinity")
+    dims.sizes = bound
 
 
 def _same_kind(**tensors):

@@ -61,11 +61,13 @@ def backward(dhs, cache):
 
 def from_torch(module):
     """Parameters of a ``torch.nn.RNN`` with any ``num_layers`` as a list of params
-    dicts, reproducing it exactly (in eval mode, or with dropout=0).
+    dicts, reproducing it exactly.
 
     Layer l: U = weight_hh_l{l}, W = weight_ih_l{l}, b = bias_ih_l{l} + bias_hh_l{l}
-    (zeros without bias). Accepts only a unidirectional, tanh ``torch.nn.RNN`` without
-    dropout between layers. ``forward`` always takes time-major x.
+    (zeros without bias). Accepts only a unidirectional, tanh ``torch.nn.RNN`` with
+    dropout=0: a module with dropout between its layers raises ValueError, even in
+    eval mode (where it would compute the same), because this stack has no dropout.
+    ``forward`` always takes time-major x (batch_first only changes torch's layout).
     """
     import torch
     if type(module) is not torch.nn.RNN:

@@ -139,6 +139,30 @@ def test_backward_uses_no_autograd(monkeypatch):
         assert rel_error(dparams[k].numpy(), want[2][k]) < 1e-12, k
 
 
+def test_checks_never_leave_torch(monkeypatch):
+    """Validation runs in torch: no tensor is converted to NumPy or copied to the CPU, so
+    nothing ties the module to either (the book says so)."""
+    params, x, h0, dhs = make_case(5, 2, 3, 4)
+    p, xt, h0t, dhst = tensors(params, x, h0, dhs)
+    leaves = [xt.clone().requires_grad_(), h0t.clone().requires_grad_()] + \
+        [p[k].clone().requires_grad_() for k in "UWb"]
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a tensor was converted to NumPy or copied to the CPU")
+
+    for name in ("numpy", "cpu", "__array__", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, boom)
+    hs, cache = rnn_torch.forward(p, xt, h0t)
+    dx, dh0, dparams = rnn_torch.backward(dhst, cache)
+    out = rnn_torch.RNNFunction.apply(*leaves)
+    (out * dhst).sum().backward()
+    monkeypatch.undo()
+    want = rnn.backward(dhs, rnn.forward(params, x, h0)[1])
+    assert rel_error(hs.numpy(), out.detach().numpy()) == 0
+    assert rel_error(dx.numpy(), want[0]) < 1e-12 and rel_error(dh0.numpy(), want[1]) < 1e-12
+    assert rel_error(leaves[2].grad.numpy(), want[2]["U"]) < 1e-12
+
+
 def test_float32_stays_float32():
     params, x, h0, dhs = make_case(4, 2, 3, 5, dtype=np.float32)
     p, xt, h0t, dhst = tensors(params, x, h0, dhs)
@@ -185,6 +209,10 @@ def _bad_forward_cases():
         ("x int", p, x.long(), h0, r"^x must be a float32 or float64 tensor"),
         ("x 2-D", p, x[0], h0, r"^x must have 3 dimensions \(T, N, M\)"),
         ("x NaN", p, nan, h0, r"^x contains NaN"),
+        ("h0 inf", p, x, h0 / 0.0, r"^h0 contains NaN or infinity"),
+        ("U inf", {**p, "U": p["U"] * float("inf")}, x, h0, r"^params\['U'\] contains NaN"),
+        ("x empty", p, x[:0], h0, r"^x must not be empty"),
+        ("b 2-D", {**p, "b": p["b"][None]}, x, h0, r"^params\['b'\] must have 1 dimensions \(D,\)"),
         ("params list", [p["U"]], x, h0, r"^params must be a dict"),
         ("params missing b", {"U": p["U"], "W": p["W"]}, x, h0, r"missing \['b'\]"),
         ("W wrong M", {**p, "W": p["W"][:, :2]}, x, h0, r"^params\['W'\] must have shape \(D, M\)"),

@@ -120,8 +120,9 @@ def test_pure_functions():
     (lambda: torch.nn.RNN(3, 4, num_layers=2, bidirectional=True), r"unidirectional"),
     (lambda: torch.nn.RNN(3, 4, num_layers=2, nonlinearity="relu"), r"'tanh', got 'relu'"),
     (lambda: torch.nn.RNN(3, 4, num_layers=2, dropout=0.5), r"dropout=0 .*got 0.5"),
+    (lambda: torch.nn.RNN(3, 4, num_layers=2, dropout=0.5).eval(), r"dropout=0 .*got 0.5"),
     (lambda: [{"U": 1}], r"got list"),
-], ids=["lstm", "bidirectional", "relu", "dropout", "list"])
+], ids=["lstm", "bidirectional", "relu", "dropout", "dropout-eval", "list"])
 def test_from_torch_refuses(factory, message):
     with pytest.raises(ValueError, match=message):
         stacked.from_torch(factory())
