@@ -38,7 +38,11 @@ def _stub_code(source, where):
                 raise ValueError(f"{where}, line {n}: solution regions belong inside a "
                                  "function body (indented), so the stub keeps its signature")
             name = _enclosing_function(lines[: n - 1], len(indent))
-            out.append(f'{indent}raise NotImplementedError("{name}: write your code here")')
+            stub = f'{indent}raise NotImplementedError("{name}: write your code here")'
+            if len(stub) > 80:                  # the book's code lines fit 80 characters
+                stub = (f'{indent}raise NotImplementedError(\n'
+                        f'{indent}    "{name}: write your code here")')
+            out.append(stub)
         elif marker == END:
             if not inside:
                 raise ValueError(f"{where}, line {n}: '{END}' without '{BEGIN}'")
@@ -51,11 +55,19 @@ def _stub_code(source, where):
 
 
 def _enclosing_function(previous_lines, indent):
+    """The name of the function the region is in, qualified by its class when it is a
+    method (``StackedRNNFunction.backward``), so the stub says what to write."""
+    name, depth = None, indent
     for line in reversed(previous_lines):
-        m = re.match(r"(\s*)(?:async\s+)?def\s+(\w+)", line)
-        if m and len(m.group(1)) < indent:
-            return m.group(2)
-    return "exercise"
+        m = re.match(r"(\s*)(?:async\s+)?(def|class)\s+(\w+)", line)
+        if m and len(m.group(1)) < depth:
+            if name is None and m.group(2) == "def":
+                name, depth = m.group(3), len(m.group(1))
+            elif name is not None and m.group(2) == "class":
+                return f"{m.group(3)}.{name}"
+            elif name is not None:
+                return name
+    return name or "exercise"
 
 
 def make_exercise(solution_nb, name="notebook"):

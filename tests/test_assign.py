@@ -45,13 +45,23 @@ def notebook(code=SOLVED):
     return nb
 
 
+def test_a_long_stub_is_split_to_fit_80_characters():
+    code = ("class StackedRNNFunction:\n"
+            "    def backward_sweep(self):\n"
+            "        # BEGIN SOLUTION\n        return 1\n        # END SOLUTION")
+    stub = make_exercise(notebook(code)).cells[2].source
+    assert max(len(line) for line in stub.split("\n")) <= 80
+    assert '"StackedRNNFunction.backward_sweep: ' in stub
+    compile(stub, "<exercise>", "exec")
+
+
 def test_stubs_keep_signature_and_docstring():
     ex = make_exercise(notebook())
     code = ex.cells[2].source
     assert "BEGIN SOLUTION" not in code and "y = x * x" not in code and "h + 1" not in code
     assert 'def square(x):\n    """Return x**2, elementwise. x: ndarray of any shape."""\n' \
            '    raise NotImplementedError("square: write your code here")\n' in code
-    assert '            raise NotImplementedError("step: write your code here")\n' \
+    assert '            raise NotImplementedError("Model.step: write your code here")\n' \
            '        return None' in code
     compile(code, "<exercise>", "exec")
     namespace = {}
