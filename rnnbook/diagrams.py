@@ -3,7 +3,10 @@
 Coordinates are data units on an axes with equal aspect (see ``canvas``), so a
 node of ``size`` 0.8 is 0.8 units wide. Every function draws on the axes it is
 given and returns what it created (``canvas`` returns the axes); no state is
-kept between calls.
+kept between calls. Text sizes follow matplotlib's settings: ``font.size`` for the
+nodes, one point less for the edge labels, ``axes.titlesize`` for the title. A figure
+meant to be legible on a phone enlarges them all at once with
+``plt.rc_context({"font.size": 14, "axes.titlesize": 14})``.
 
     fig, ax = plt.subplots()
     canvas(ax, (0, 4), (0, 2), "an edge")
@@ -11,6 +14,7 @@ kept between calls.
     b = node(ax, (3, 1), r"$\\mathbf{h}$")
     edge(ax, a, b, r"$\\mathbf{W}$")
 """
+import matplotlib
 import numpy as np
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
@@ -25,19 +29,26 @@ COLORS = {
 GRADIENT = "#c0392b"       # colour of backward (gradient) paths
 
 
-def canvas(ax, xlim, ylim, title=None):
-    """Prepare ``ax`` for a diagram: equal aspect, no axis lines, the given limits and title."""
+def _size(fontsize, smaller=0):
+    """``fontsize``, or matplotlib's current font.size minus ``smaller`` points."""
+    return matplotlib.rcParams["font.size"] - smaller if fontsize is None else fontsize
+
+
+def canvas(ax, xlim, ylim, title=None, fontsize=None):
+    """Prepare ``ax`` for a diagram: equal aspect, no axis lines, the given limits and title
+    (in ``fontsize`` points, by default axes.titlesize)."""
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
     ax.set_aspect("equal")
     ax.axis("off")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, **({} if fontsize is None else {"fontsize": fontsize}))
     return ax
 
 
-def node(ax, xy, text, role="state", size=(0.8, 0.6), fontsize=11):
+def node(ax, xy, text, role="state", size=(0.8, 0.6), fontsize=None):
     """A rounded box centred at ``xy`` with ``text`` in it, filled by ``role`` (a COLORS key).
+    ``fontsize`` defaults to font.size.
 
     ``size`` is (width, height) in data units. Returns the patch, with two extra
     attributes that ``edge`` uses to start and end arrows on the box's border:
@@ -49,7 +60,7 @@ def node(ax, xy, text, role="state", size=(0.8, 0.6), fontsize=11):
                            facecolor=COLORS[role], edgecolor="black", linewidth=1.0, zorder=2)
     patch.center, patch.half = np.asarray(xy, float), np.array([w / 2, h / 2])
     ax.add_patch(patch)
-    ax.text(xy[0], xy[1], text, ha="center", va="center", fontsize=fontsize, zorder=3)
+    ax.text(xy[0], xy[1], text, ha="center", va="center", fontsize=_size(fontsize), zorder=3)
     return patch
 
 
@@ -61,12 +72,13 @@ def _border(patch, toward):
 
 
 def edge(ax, start, end, text=None, color="black", dashed=False, bend=0.0,
-         label_offset=(0.0, 0.0), fontsize=10, gap=0.06):
+         label_offset=(0.0, 0.0), fontsize=None, gap=0.06):
     """An arrow from ``start`` to ``end`` (nodes from ``node`` or (x, y) points).
 
     text         -- label placed at the arrow's midpoint plus ``label_offset``
     dashed       -- dashed line (the chapters use it for gradient paths)
     bend         -- curvature: 0 is straight, positive bends to the right of the direction
+    fontsize     -- of the label; defaults to one point less than font.size
     gap          -- space in data units left between the arrow and the boxes
     Returns the arrow patch.
     """
@@ -83,6 +95,6 @@ def edge(ax, start, end, text=None, color="black", dashed=False, bend=0.0,
     if text:
         mid = (a + b) / 2 + np.array([u[1], -u[0]]) * bend * np.linalg.norm(b - a) / 2
         ax.text(mid[0] + label_offset[0], mid[1] + label_offset[1], text, color=color,
-                ha="center", va="center", fontsize=fontsize, zorder=3,
+                ha="center", va="center", fontsize=_size(fontsize, 1), zorder=3,
                 bbox=dict(facecolor="white", edgecolor="none", pad=0.5, alpha=0.85))
     return arrow

@@ -1,4 +1,4 @@
-"""Simple recurrent network (Elman), NNDL section 6.2.1; BPTT, NNDL section 6.4.1.
+"""Simple recurrent network (Elman), NNDL section 6.2; BPTT, NNDL section 6.4.1.
 Book: chapter 01 (derivation, eqs. 1.1-1.11), chapter 02 (NumPy and PyTorch).
 
     z_t = U h_{t-1} + W x_t + b        (book 1.1)
@@ -6,9 +6,11 @@ Book: chapter 01 (derivation, eqs. 1.1-1.11), chapter 02 (NumPy and PyTorch).
 
 Backpropagation through time in one sweep. Its error term has one index,
 deltabar_t = dL/dz_t = sum_{s>=t} delta_{s,t} (book: a bold delta with a bar),
-the column sum of NNDL's two-index delta_{s,t} = dL_s/dz_t:
+the column sum of NNDL's two-index delta_{s,t} = dL_s/dz_t. Here dL_t/dh_t is the
+direct derivative of the step's own loss L_t (which reads only h_t); the path through
+h_{t+1} is the term U^T deltabar_{t+1}:
 
-    deltabar_t = tanh'(z_t) * (dL/dh_t + U^T deltabar_{t+1})   (book 1.11)
+    deltabar_t = tanh'(z_t) * (dL_t/dh_t + U^T deltabar_{t+1}) (book 1.11)
     dL/dU = sum_t deltabar_t h_{t-1}^T                         (book 1.10)
     dL/dW = sum_t deltabar_t x_t^T                             (book 1.10)
     dL/db = sum_t deltabar_t                                   (book 1.10)
@@ -56,7 +58,7 @@ def forward(params, x, h0):
 def backward(dhs, cache):
     """BPTT in one backward sweep, O(T).
 
-    dhs   -- dL/dh_t for every t (only the direct part, not through h_{t+1}), (T, N, D)
+    dhs   -- dL_t/dh_t for every t: the direct part only, not through h_{t+1}, (T, N, D)
     cache -- from ``forward``
     Returns dx (T, N, M), dh0 (N, D), dparams {U, W, b} with the shapes of params.
     """
@@ -70,8 +72,8 @@ def backward(dhs, cache):
     delta = np.empty((T, N, D), dtype)   # delta[t] = deltabar_t = dL/dz_t
     dh = np.zeros((N, D), dtype)         # dL/dh_t through h_{t+1}, zero after T
     for t in range(T - 1, -1, -1):
-        dh = dh + dhs[t]                          # all of dL/dh_t
-        delta[t] = dh * (1.0 - hs[t] ** 2)        # tanh'(z_t) = 1 - h_t^2
+        dh = dh + dhs[t]                          # total dL/dh_t, all paths
+        delta[t] = dh * (1.0 - hs[t] ** 2)        # (1.11), tanh'(z_t) = 1 - h_t^2
         dh = delta[t] @ U                         # U^T deltabar_t, as rows
     h_prev = np.concatenate([h0[None].astype(dtype), hs[:-1]])
     d2 = delta.reshape(T * N, D)

@@ -8,9 +8,12 @@ that every internal link and anchor resolves, that citations point to the page's
 references, and that notebook pages offer the Binder and Colab launch buttons. It also checks
 what a reader sees: no formula lost a bracket or an equals sign (a '[' right after
 \\begin{aligned} is read as an option and dropped with what follows), figures that are
-numbered, captioned, described and sharp (2x), citations that read like their list entries,
-answers marked on the solution pages, and, at 1920 and 400 pixels wide, prose lines of at
-most about 90 characters and code and printed output that scroll instead of wrapping. It saves a
+numbered, captioned, described and sharp (2x) and that keep their proportions at 1280 and
+400 pixels wide, citations that read like their list entries, answers marked on the solution
+pages, no display equation cut off on the left (at 1280, 1920 and 400 pixels), display
+equations that fit a phone's column whole and nothing else wider than it unless in a box that
+scrolls sideways (at 400 pixels), and, at 1920 and 400 pixels wide, prose lines of at most
+about 90 characters and code and printed output that scroll instead of wrapping. It saves a
 full-page screenshot of each page in _build/screenshots/ (look at them after changing the
 layout).
 
@@ -302,7 +305,13 @@ FACTS = FACTS.replace("__LOST__", LOST)
 # How the page reads at the current window width. measure: how many characters of the
 # page's own prose a paragraph line holds (median over paragraphs of 200+ characters,
 # measured in their font, formulas and code left out); wrapped: code or printed output
-# whose lines the browser wrapped (more rows on screen than lines in the text).
+# whose lines the browser wrapped (more rows on screen than lines in the text); clipped:
+# display equations (or their numbers) that start left of their column, where no scroll bar
+# reaches; images: the natural and the shown aspect ratio (width / height) of every image
+# the article shows; wide: display equations, code, printed output, figures and tables that
+# reach beyond the article's column without a box of their own (or around them) that
+# scrolls sideways, and the page itself scrolling sideways; scrolling: display equations
+# wider than their column (they scroll sideways in their box).
 LAYOUT = r"""
 const art = document.querySelector("article.bd-article") || document.body;
 const ctx = document.createElement("canvas").getContext("2d");
@@ -334,13 +343,57 @@ for (const pre of art.querySelectorAll("div.cell pre")) {
 const clipped = [];
 for (const c of art.querySelectorAll('mjx-container[display="true"]')) {
   const column = c.parentElement.getBoundingClientRect().left;
-  const starts = Array.from(c.querySelectorAll("mjx-math"), e => e.getBoundingClientRect().left);
-  if (Math.min(c.getBoundingClientRect().left, ...starts) < column - 1)
-    clipped.push((c.querySelector("mjx-assistive-mml") || c).textContent.slice(0, 60));
+  const starts = Array.from(c.querySelectorAll("mjx-math, mjx-labels"),
+                            e => e.getBoundingClientRect().left);
+  const what = (c.querySelector("mjx-assistive-mml") || c).textContent.slice(0, 60);
+  if (Math.min(c.getBoundingClientRect().left, ...starts) < column - 1) clipped.push(what);
+  // an equation number drawn over its equation (book.css lets a phone's numbered
+  // equation give up the space MathJax reserves for the number on the left)
+  const body = c.querySelector("mjx-mtable > mjx-table");
+  const number = c.querySelector("mjx-mtable > mjx-labels > mjx-itable");
+  if (body && number && body.getBoundingClientRect().right > number.getBoundingClientRect().left + 1
+      && body.getBoundingClientRect().width > 0)
+    clipped.push("number over the equation: " + what);
 }
+const images = Array.from(art.querySelectorAll("img")).filter(
+    i => i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().height > 0).map(i => {
+  const r = i.getBoundingClientRect();
+  return {src: i.getAttribute("src"), natural: i.naturalWidth / i.naturalHeight,
+          shown: r.width / r.height, width: Math.round(r.width)};
+});
+const box = art.getBoundingClientRect(), artStyle = getComputedStyle(art);
+const column = {left: box.left + parseFloat(artStyle.paddingLeft),       // content box
+                right: box.right - parseFloat(artStyle.paddingRight)};
+column.width = column.right - column.left;
+const inside = r => r.left >= column.left - 1 && r.right <= column.right + 1;
+function scrollBox(e) {     // e, or an ancestor inside the column, that scrolls sideways
+  for (let a = e; a && a !== art; a = a.parentElement) {
+    const overflow = getComputedStyle(a).overflowX;
+    if ((overflow === "auto" || overflow === "scroll") && inside(a.getBoundingClientRect()))
+      return a;
+  }
+  return null;
+}
+const wide = [];
+for (const e of art.querySelectorAll('mjx-container[display="true"], div.cell pre, '
+                                     + "div.highlight pre, img, figure, table")) {
+  const r = e.getBoundingClientRect();
+  if (r.width === 0 || inside(r) || scrollBox(e)) continue;
+  const what = (e.querySelector("mjx-assistive-mml") || e).textContent.trim().slice(0, 50)
+               || e.getAttribute("src") || "";
+  wide.push(`${e.tagName.toLowerCase()} ${Math.round(r.left - column.left)}..`
+            + `${Math.round(r.right - column.left)} px in a column of `
+            + `${Math.round(column.width)} px: ${what}`);
+}
+const page = document.documentElement;
+if (page.scrollWidth > page.clientWidth + 1)
+  wide.push(`the page scrolls sideways: ${page.scrollWidth} px in ${page.clientWidth} px`);
+const scrolling = Array.from(art.querySelectorAll('mjx-container[display="true"]')).filter(
+    e => e.scrollWidth > e.clientWidth + 1).map(e => `${e.scrollWidth}px in ${e.clientWidth}px: `
+    + (e.querySelector("mjx-assistive-mml") || e).textContent.slice(0, 60));
 return {measure: capacity.length ? Math.round(capacity[Math.floor(capacity.length / 2)]) : null,
         widest: capacity.length ? Math.round(capacity[capacity.length - 1]) : null,
-        wrapped: wrapped, clipped: clipped};
+        wrapped: wrapped, clipped: clipped, images: images, wide: wide, scrolling: scrolling};
 """
 
 
@@ -416,6 +469,7 @@ def _layout(driver, base, name, width):
     driver.set_window_size(width, 900)
     driver.get(urllib.parse.urljoin(base, name + ".html"))
     driver.execute_async_script(WAIT_FOR_MATHJAX)
+    driver.execute_async_script(WAIT_FOR_IMAGES)
     facts = driver.execute_script(LAYOUT)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(SCREENSHOTS / f"{name.replace('/', '__')}@{width}.png"))
@@ -629,12 +683,50 @@ def test_code_and_output_never_wrap(layouts):
         assert not layout["wrapped"], f"at {width} px:\n" + "\n".join(layout["wrapped"])
 
 
-@pytest.mark.parametrize("layouts", PAGES, ids=ids(PAGES), indirect=True)
-def test_no_equation_is_cut_on_the_left(layouts):
-    """A display equation wider than a phone starts at the column's left edge and scrolls;
-    none reaches out to the left of the column, where it cannot be scrolled to."""
-    for width, layout in layouts.items():
+@pytest.mark.parametrize("page,layouts", [(p, p) for p in PAGES], ids=ids(PAGES),
+                         indirect=True)
+def test_no_equation_is_cut_on_the_left(page, layouts):
+    """A display equation wider than its column (on a phone) starts at the column's left edge
+    and scrolls sideways; neither it nor its number reaches out to the left of the column,
+    where no scroll bar reaches, and no number is drawn over its equation. Checked at 1280,
+    1920 and 400 pixels. (test_no_display_equation_overflows asks for no scrolling at 1280
+    px, test_display_equations_fit_a_phone at 400 px.)"""
+    for width, layout in ((WIDTH, page["layout"]), *layouts.items()):
         assert not layout["clipped"], f"at {width} px:\n" + "\n".join(layout["clipped"])
+
+
+@pytest.mark.parametrize("page,layouts", [(p, p) for p in PAGES], ids=ids(PAGES),
+                         indirect=True)
+def test_images_keep_their_proportions(page, layouts):
+    """Every image the article shows has the aspect ratio of its pixels (within 2 %) at 1280
+    and at 400 pixels wide. myst-nb writes a figure's size into the <img> as an inline style;
+    when the column is narrower than the figure, max-width shrinks its width and only
+    `height: auto !important` (book/_static/book.css) keeps its height from staying put."""
+    bad = [f"at {width} px: {im['src']} shown {im['width']} px wide with aspect ratio "
+           f"{im['shown']:.3f}, its pixels {im['natural']:.3f}"
+           for width, layout in ((WIDTH, page["layout"]), (PHONE, layouts[PHONE]))
+           for im in layout["images"] if abs(im["shown"] / im["natural"] - 1) > 0.02]
+    assert not bad, "squashed or stretched images:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("layouts", PAGES, ids=ids(PAGES), indirect=True)
+def test_nothing_is_clipped_on_a_phone(layouts):
+    """At 400 pixels no display equation, code, printed output, figure or table reaches
+    beyond the article's column, where it would be cut off or push the page sideways, unless
+    it sits in a box that scrolls sideways (code and printed output do); the page itself
+    never scrolls sideways."""
+    assert not layouts[PHONE]["wide"], f"at {PHONE} px, wider than the column:\n" + \
+        "\n".join(layouts[PHONE]["wide"])
+
+
+@pytest.mark.parametrize("layouts", PAGES, ids=ids(PAGES), indirect=True)
+def test_display_equations_fit_a_phone(layouts):
+    """At 400 pixels every display equation fits its column, number included, without
+    scrolling: one too long for a phone is split over lines (an aligned environment), so
+    that it is read whole. (A scrolling equation is not clipped, but hides its end.)"""
+    assert not layouts[PHONE]["scrolling"], \
+        f"at {PHONE} px, display equations wider than the column:\n" + \
+        "\n".join(layouts[PHONE]["scrolling"])
 
 
 # -- the site as a whole -------------------------------------------------------------------
