@@ -1,5 +1,7 @@
 """Gated recurrent unit (GRU) with either placement of the reset gate; its gradients,
-NNDL exercise 6-5. Book: chapter 05 (derivation, eqs. 5.1-5.16).
+NNDL exercise 6-5. Book: chapter 05 derives NNDL's placement (eqs. 5.1-5.13); the
+worked solution of its exercise 1 (solutions/05_gru_gradients.ipynb) derives PyTorch's
+(eqs. E1.1-E1.4).
 
     z_t = sigmoid(W_z x_t + U_z h_{t-1} + b_z)            update gate     (book 5.1)
     r_t = sigmoid(W_r x_t + U_r h_{t-1} + b_r)            reset gate      (book 5.2)
@@ -22,11 +24,11 @@ g's net input a^g_t (g = z, r, h):
             dh_{t-1} = dL_{t-1}/dh_{t-1} + z_t * dh_t + r_t * U_h^T delta^h_t
                        + U_z^T delta^z_t + U_r^T delta^r_t                 (book 5.10)
             dL/dU_h = sum_t delta^h_t (r_t * h_{t-1})^T                    (book 5.12)
-    after:  dn_t = delta^h_t * r_t,  delta^r_t = delta^h_t * n_t * r_t (1 - r_t)
-                                                                           (book 5.14)
+    after:  dn_t = dL/dn_t = delta^h_t * r_t                               (E1.1)
+            delta^r_t = delta^h_t * n_t * r_t (1 - r_t)                    (E1.2)
             dh_{t-1} = dL_{t-1}/dh_{t-1} + z_t * dh_t + U_h^T dn_t
-                       + U_z^T delta^z_t + U_r^T delta^r_t                 (book 5.15)
-            dL/dU_h = sum_t dn_t h_{t-1}^T,  dL/db_hn = sum_t dn_t         (book 5.16)
+                       + U_z^T delta^z_t + U_r^T delta^r_t                 (E1.3)
+            dL/dU_h = sum_t dn_t h_{t-1}^T,  dL/db_hn = sum_t dn_t         (E1.4)
     both:   dL/dW_g = sum_t delta^g_t x_t^T,  dL/db_g = sum_t delta^g_t,
             dL/dU_z = sum_t delta^z_t h_{t-1}^T, dL/dU_r likewise          (book 5.11)
             dL/dx_t = W_z^T delta^z_t + W_r^T delta^r_t + W_h^T delta^h_t  (book 5.13)
@@ -134,38 +136,38 @@ def backward(dhs, cache):
         np.multiply(h_tilde[t], h_tilde[t], out=dah[t])
         np.subtract(1, dah[t], out=dah[t])            # tanh' = 1 - h~_t^2
         dah[t] *= g                                   # (5.8)
-        dh *= z[t]                                    # z_t dh_t
         np.subtract(1, r[t], out=s)
-        s *= inner[t]           # before: r_t (1 - r_t) h_{t-1}; after: (1 - r_t) n_t
-        if reset == "before":
+        s *= inner[t]                                 # (1 - r_t) * inner_t
+        if reset == "before":                         # s = r_t (1 - r_t) h_{t-1}
             np.matmul(dah[t], U[2], out=back)         # U_h^T delta^h_t
             np.multiply(back, s, out=dr[t])           # (5.9)
-            back *= r[t]
-            dh += back                                # (5.10)
-        else:
-            np.multiply(dah[t], r[t], out=dn[t])      # (5.14) dn_t
-            np.multiply(dn[t], s, out=dr[t])          # (5.14)
-            dh += np.matmul(dn[t], U[2], out=back)    # (5.15)
-        dh += np.matmul(dz[t], U[0], out=back)        # (5.10), (5.15)
-        dh += np.matmul(dr[t], U[1], out=back)
+            back *= r[t]                              # r_t * U_h^T delta^h_t
+        else:                                         # s = (1 - r_t) n_t
+            np.multiply(dah[t], r[t], out=dn[t])      # (E1.1) dL/dn_t
+            np.multiply(dn[t], s, out=dr[t])          # (E1.2)
+            np.matmul(dn[t], U[2], out=back)          # U_h^T dL/dn_t (E1.3)
+        dh *= z[t]                                    # (5.10): z_t dL/dh_t
+        dh += back                                    #   + the path via h~_t
+        dh += np.matmul(dz[t], U[0], out=back)        #   + U_z^T delta^z_t
+        dh += np.matmul(dr[t], U[1], out=back)        #   + U_r^T delta^r_t
 
     d2 = delta.reshape(3, T * N, D)
     dT = d2.transpose(0, 2, 1)                                # delta_g^T
     x2, h2 = x.reshape(T * N, M), H[:-1].reshape(T * N, D)
     dW = np.matmul(dT, x2)                                    # (5.11)
     db = d2.sum(axis=1)                                       # (5.11)
+    dx = d2[0] @ W[0]                                         # (5.13)
+    dx += d2[1] @ W[1]
+    dx += d2[2] @ W[2]
     dU = np.empty((3, D, D), dtype)
     np.matmul(dT[:2], h2, out=dU[:2])                         # (5.11)
     if reset == "before":
         np.matmul(dT[2], inner.reshape(T * N, D), out=dU[2])  # (5.12)
     else:
-        np.matmul(dn.reshape(T * N, D).T, h2, out=dU[2])      # (5.16)
-    dx = d2[0] @ W[0]                                         # (5.13)
-    dx += d2[1] @ W[1]
-    dx += d2[2] @ W[2]
+        np.matmul(dn.reshape(T * N, D).T, h2, out=dU[2])      # (E1.4)
     dparams = unstack(dW, dU, db, dtype)
     if reset == "after":
-        dparams["b_hn"] = dn.sum(axis=(0, 1))                 # (5.16)
+        dparams["b_hn"] = dn.sum(axis=(0, 1))                 # (E1.4)
     return dx.reshape(T, N, M).astype(dtype, copy=False), dh, dparams
 
 

@@ -4,9 +4,9 @@ grader's process only (never inside a student's notebook). See rnnbook.grading.C
 Inputs come from the grader's secret seed, with sizes that differ from the self-checks'
 (and the edge case of one step, one example and one unit). References, in float64: torch
 autograd through rnnbook.reference.gru (PyTorch's placement of the reset gate) for
-exercise 1, and through the simplified GRU written below with torch operations for
-exercise 2. The student's backward passes must be written by hand: no autograd and no
-rnnbook while they run. Points are split equally over a check's outputs.
+exercises 1 and 3, and through the simplified GRU written below with torch operations for
+exercise 2. The student's functions must be written by hand: no autograd and no rnnbook
+while they run. Points are split equally over a check's outputs.
 """
 import numpy as np
 import torch
@@ -74,6 +74,46 @@ def _simple_reference(case):
             **{f"d{k}": ref["dparams"][k] for k in _SIMPLE_KEYS}}
 
 
+# Exercise 3: jacobian_after(params, x_t, h_prev) -> (N, D, D);
+# carried_error_norms(params, x, h0, g) -> (T + 1,)
+
+
+def _jacobian_inputs(N, M, D):
+    def inputs(rng):
+        params = _params(rng, M, D, _GATES, ("b_hn",))
+        return {"args": [params, rng.normal(size=(N, M)), 0.5 * rng.normal(size=(N, D))]}
+    return inputs
+
+
+def _jacobian_reference(case):
+    params, x_t, h_prev = case["args"]
+    p = {k: torch.tensor(v) for k, v in params.items()}
+    rows = [torch.autograd.functional.jacobian(
+        lambda h: reference.gru(p, torch.tensor(x_t[None, n:n + 1]), h[None], "after")[0, 0],
+        torch.tensor(h_prev[n])).numpy() for n in range(len(x_t))]
+    return {"J": np.stack(rows)}
+
+
+def _norms_inputs(T, N, M, D):
+    def inputs(rng):
+        params = _params(rng, M, D, _GATES, ("b_hn",))
+        return {"args": [params, rng.normal(size=(T, N, M)), 0.5 * rng.normal(size=(N, D)),
+                         rng.normal(size=(N, D))]}
+    return inputs
+
+
+def _norms_reference(case):
+    """||dL/dh_k|| for k = 0..T, L = sum(g * h_T), by autograd through the unrolled GRU."""
+    params, x, h0, g = case["args"]
+    p = {k: torch.tensor(v) for k, v in params.items()}
+    states = [torch.tensor(h0, requires_grad=True)]
+    for t in range(len(x)):
+        states.append(reference.gru(p, torch.tensor(x[t:t + 1]), states[-1], "after")[0])
+        states[-1].retain_grad()
+    (states[-1] * torch.tensor(g)).sum().backward()
+    return {"norms": np.array([np.linalg.norm(s.grad.numpy()) for s in states])}
+
+
 CHECKS = [
     Check("gru_after_backward", points=8, function="gru_after_backward",
           call="backward", forward="gru_after_forward",
@@ -91,4 +131,10 @@ CHECKS = [
           call="backward", forward="simple_gru_forward",
           inputs=_inputs(1, 2, 1, 3, ("z", "h")), reference=_simple_reference,
           outputs=_outputs(_SIMPLE_KEYS), hand_written=True),
+    Check("jacobian_after", points=3, function="jacobian_after",
+          inputs=_jacobian_inputs(4, 3, 5), reference=_jacobian_reference,
+          outputs={"J": ()}, hand_written=True),
+    Check("carried_error_norms", points=2, function="carried_error_norms",
+          inputs=_norms_inputs(7, 3, 2, 4), reference=_norms_reference,
+          outputs={"norms": ()}, hand_written=True),
 ]

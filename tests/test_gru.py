@@ -3,8 +3,11 @@ every cell must do, for both placements of the reset gate): the mapping of
 torch.nn.GRU's stacked blocks and two biases to NNDL's keys, every parameter gradient
 against torch.nn.GRU's own, the reset argument, the two placements being different
 functions (and equal where they must be), the update gate's identity path, saturated
-gates without warnings, and Ng's update-gate convention being the same family."""
+gates without warnings, Ng's update-gate convention being the same family, and chapter 05
+quoting none of the reset="after" backward, which its exercise 1 asks students to write."""
+import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ import torch
 
 from rnnbook import gru, reference
 from rnnbook.gradcheck import rel_error
+from rnnbook.notebook import source_lines
 
 KEYS = [f"{kind}_{g}" for g in "zrh" for kind in "WUb"]
 
@@ -223,3 +227,22 @@ def test_float32_module_float32_params():
     module = torch.nn.GRU(3, 4)
     params = gru.from_torch(module)
     assert all(v.dtype == np.float32 for v in params.values())
+
+
+def test_chapter_quotes_no_line_of_the_after_backward():
+    """Exercise 1 of chapter 05 asks for the backward pass of PyTorch's placement, so the
+    chapter may quote gru.backward only where its lines are NNDL's placement or shared by
+    both: never the else branch, whose lines are the only ones that use dn = dL/dn_t."""
+    import nbformat
+    path = Path(__file__).resolve().parents[1] / "book" / "05_gru_gradients.ipynb"
+    cells = nbformat.read(path, as_version=4).cells
+    calls = [m.groups() for c in cells if c.cell_type == "code" for m in re.finditer(
+        r'show_source\(gru\.backward,\s*"([^"]+)",\s*"([^"]+)"\)', c.source)]
+    assert len(calls) >= 4, calls            # steps 1-2, 3, 4 and 5 each quote lines
+    quoted = "\n".join(source_lines(gru.backward, *call) for call in calls)
+    after_lines = [line for line in source_lines(gru.backward).splitlines()
+                   if re.search(r"\bdn\b", line)]
+    assert len(after_lines) >= 4
+    leaked = [line for line in quoted.splitlines()
+              if re.search(r"\bdn\b|\belse\b|E1\.", line)]
+    assert not leaked, leaked
