@@ -127,8 +127,18 @@ def read_grades(out):
     return {(r["student"], r["exercise"]): r for r in rows}, rows
 
 
+def student_dir(out, student):
+    """OUT/students/<student>/ (a long name is cut and hashed: rnnbook.grading.records)."""
+    from rnnbook.grading.records import folder_name
+    return Path(out) / "students" / folder_name(student)
+
+
 def result(out, student, exercise=NAME):
-    return json.loads((Path(out) / student / f"{exercise}.result.json").read_text(encoding="utf-8"))
+    return json.loads((student_dir(out, student) / f"{exercise}.result.json").read_text(encoding="utf-8"))
+
+
+def feedback(out, student):
+    return (student_dir(out, student) / "feedback.md").read_text(encoding="utf-8")
 
 
 def need_bwrap():

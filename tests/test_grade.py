@@ -61,7 +61,7 @@ def test_solution_gets_full_marks_and_stub_zero(real, name):
     stub = toy.result(real["out"], "stubbed", name)
     assert all(c["not_attempted"] for c in stub["checks"] if c["message"] != "not run"), stub["checks"]
     assert "Not attempted: every graded function is still the exercise's stub." in \
-        (real["out"] / "stubbed" / "feedback.md").read_text()
+        toy.feedback(real["out"], "stubbed")
     solved = toy.result(real["out"], "solved", name)
     assert not solved["cell_errors"], solved["cell_errors"]
     assert all(a["text"] for a in solved["answers"])
@@ -71,7 +71,7 @@ def test_gradescope_results_schema(real):
     jsonschema = pytest.importorskip("jsonschema")
     total = sum(max_score(n) for n in EXERCISES)
     for student in ("solved", "stubbed"):
-        results = json.loads((real["out"] / student / "results.json").read_text())
+        results = json.loads((toy.student_dir(real["out"], student) / "results.json").read_text())
         jsonschema.validate(results, GRADESCOPE_SCHEMA)
         assert results["score"] == pytest.approx(sum(t["score"] for t in results["tests"]))
         assert sum(t["max_score"] for t in results["tests"]) == total
@@ -110,13 +110,13 @@ def test_killed_grader_loses_nothing_and_a_rerun_finishes(tmp_path):
     deadline, tree = time.monotonic() + 180, []
     while time.monotonic() < deadline:
         tree = _descendants(proc.pid)
-        if list(out.glob("*/toy.result.json")) and _running_notebooks(tree):
+        if list(out.glob("students/*/toy.result.json")) and _running_notebooks(tree):
             break
         time.sleep(0.02)
     assert _running_notebooks(tree), "no notebook was running after the first grade"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done_before = sorted(p.parent.name for p in out.glob("*/toy.result.json"))
+    done_before = sorted(p.parent.name for p in out.glob("students/*/toy.result.json"))
     assert 1 <= len(done_before) < 6
     for _ in range(100):
         if not [pid for pid in tree if _alive(pid)]:
@@ -125,7 +125,7 @@ def test_killed_grader_loses_nothing_and_a_rerun_finishes(tmp_path):
     assert not [pid for pid in tree if _alive(pid)], "the sandbox outlived the grader"
     # as if also killed while writing (a temporary file left), and one graded notebook
     # resubmitted: the rerun grades exactly what is missing or changed
-    (out / done_before[0] / ".toy.result.json.tmp999").write_text('{"half": ')
+    (out / "students" / done_before[0] / ".toy.result.json.tmp999").write_text('{"half": ')
     nbformat.write(toy.exercise(), subs / done_before[0] / "toy.ipynb")
     r = toy.grade(subs, out, *options, "--jobs", "2")
     assert r.returncode == 0, r.stderr
@@ -215,5 +215,5 @@ def test_empty_class_and_quiet_output(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     _, rows = toy.read_grades(tmp_path / "out")
     assert [(x["student"], x["exercise"], x["status"]) for x in rows] == [("nobody", "toy", "missing")]
-    feedback = (tmp_path / "out" / "nobody" / "feedback.md").read_text()
+    feedback = toy.feedback(tmp_path / "out", "nobody")
     assert feedback.count("not submitted") == 1          # once for the exercise, not per check

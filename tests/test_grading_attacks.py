@@ -6,6 +6,7 @@ One grader run grades the whole class (toy exercise, tests/grading_toy.py) with 
 classmates in it; every student's status and score is asserted exactly, the points read
 from the checks file. Network attempts only target 127.0.0.1 (listeners of this test).
 """
+import csv
 import json
 import os
 import re
@@ -65,6 +66,7 @@ def read_targets(tmp):
         ("environ", "import glob\ngot = [open(p, 'rb').read() for p in glob.glob('/proc/*/environ')]\n"
                     f"assert any(b{SECRET!r} in g for g in got), 'not found'"),
         ("other_jobs", "import glob\ngot = glob.glob('/proc/[0-9]*')\nassert got, 'none'"),
+        ("seed", "got = os.environ['RNNBOOK_GRADE_SEED']"),
         ("shared_tmp", "got = os.listdir('/tmp')\nassert got, 'empty'"),
         ("own_folder", "got = sorted(os.listdir('.'))\nassert got != ['tmp', 'toy.ipynb'], 'own files only'"),
     ]
@@ -150,9 +152,56 @@ HW = {
         "return 3 * x ** 2 * g", "with torch.enable_grad():\n            y = x.detach().requires_grad_()\n"
         "            return torch.autograd.grad((y ** 3 * g).sum(), y)[0]")},
 }
+HW.update({
+    # a value that computes later (outside the watch), or a subclass: only exact types count
+    "hw_lazy": {"square_grad": "class Lazy:\n    def __init__(self, x):\n        self.x = x\n\n"
+                               "    def __array__(self, dtype=None, copy=None):\n"
+                               "        t = torch.tensor(self.x, requires_grad=True)\n"
+                               "        with torch.enable_grad():\n            (t ** 2).sum().backward()\n"
+                               "        return t.grad.numpy()\n\n\ndef square_grad(x):\n    return Lazy(x)"},
+    "hw_subclass": {"square_grad": "class A(np.ndarray):\n    pass\n\n\n"
+                                   "def square_grad(x):\n    return (2 * x).view(A)"},
+    "hw_partial": {"square_grad": "import functools\n\n\ndef square_grad(x):\n"
+                                  "    t = torch.tensor(x, requires_grad=True)\n"
+                                  "    with torch.enable_grad():\n        y = (t * t).sum()\n"
+                                  "    run = functools.partial(torch.autograd.Variable._execution_engine"
+                                  ".run_backward)\n    run((y,), (torch.ones(()),), False, False, (), "
+                                  "allow_unreachable=True, accumulate_grad=True)\n    return t.grad.numpy()"},
+    "hw_map_thread": {"square_grad": "import _thread, time\n\n\ndef square_grad(x):\n    out = []\n\n"
+                                     "    def work():\n        out.append(2 * x)\n"
+                                     "    list(map(_thread.start_new_thread, [work], [()]))\n"
+                                     "    time.sleep(0.5)\n    return out[0]"},
+    "hw_gc_fresh": {"square_grad": "import sys\ndel sys.modules['gc']\nimport gc\n"
+                                   "_g = [o for o in gc.get_objects() if getattr(o, '__name__', '') == 'grad']"
+                                   "\n\n\n" + SOLVED["square_grad"]},
+    # a copy of the library exec'd under another file name; a Jacobian built in the forward
+    "hw_copy": {"tanh": SOLVED["tanh"].split("\n\n\n")[0] + "\n\n\nimport inspect\nimport rnnbook.rnn\n"
+                        "_ns = {}\nexec(compile(inspect.getsource(rnnbook.rnn), '<mine>', 'exec'), _ns)\n\n\n"
+                        "def tanh_backward(dh, cache):\n    x, W = cache['x'], cache['W']\n"
+                        "    D = W.shape[0]\n    p = {'U': np.zeros((D, D)), 'W': W, 'b': np.zeros(D)}\n"
+                        "    _, c = _ns['forward'](p, x[None], np.zeros((x.shape[0], D)))\n"
+                        "    dx, _, d = _ns['backward'](dh[None], c)\n    return dx[0], d['W']"},
+    "hw_jac_forward": {"tanh": "def tanh_forward(x, W):\n    xt = torch.tensor(x, requires_grad=True)\n"
+                               "    Wt = torch.tensor(W, requires_grad=True)\n    with torch.enable_grad():\n"
+                               "        h = torch.tanh(xt @ Wt.T)\n"
+                               "    return h.detach().numpy(), {'x': xt, 'W': Wt, 'h': h}\n\n\n"
+                               "def tanh_backward(dh, cache):\n    dx, dW = torch.autograd.grad(cache['h'], "
+                               "[cache['x'], cache['W']], torch.tensor(dh))\n    return dx.numpy(), dW.numpy()"},
+})
 HW_LOST = {"hw_backward": ["square_grad"], "hw_importlib": ["square_grad"], "hw_gc": ["square_grad"],
            "hw_functional": ["square_grad"], "hw_thread": ["square_grad"], "hw_blind": ["square_grad"],
-           "hw_library": ["square_grad", "tanh_backward"], "hw_in_backward": ["Cube"]}
+           "hw_library": ["square_grad", "tanh_backward"], "hw_in_backward": ["Cube"],
+           "hw_lazy": ["square_grad"], "hw_subclass": ["square_grad"], "hw_partial": ["square_grad"],
+           "hw_map_thread": ["square_grad"], "hw_gc_fresh": ["square_grad"], "hw_copy": ["tanh_backward"],
+           "hw_jac_forward": ["tanh_backward"]}
+# lost without a rule broken: refused (gc's lists, a thread) or a value of another type
+HW_NO_RULE = {"hw_gc", "hw_gc_fresh", "hw_lazy", "hw_subclass", "hw_map_thread"}
+# frames forged or the grader's pipe replaced, from the graded function
+FORGE = ("import os, json, base64\n\n\ndef square_grad(x):\n    v = 2 * x\n"
+         "    m = json.dumps({'op': 'check', 'index': 0, 'value': {'t': 'array', 'dtype': v.dtype.str, "
+         "'shape': list(v.shape), 'data': base64.b64encode(v.tobytes()).decode()}}).encode()\n"
+         "    os.write(3, b'%d\\n' % len(m) + m)\n    return v")
+DUP_FD3 = "import os\n\n\ndef square_grad(x):\n    r, w = os.pipe()\n    os.dup2(w, 3)\n    return 2 * x"
 
 
 def the_class(tmp, tcp, udp, unix):
@@ -169,10 +218,13 @@ def the_class(tmp, tcp, udp, unix):
     add("stub", toy.exercise(), "graded", 0)
     # 1. one notebook never stops the run
     add("bad_frames", notebook(before=[BAD_FRAMES]), "error", 0)
-    add("flood", notebook(before=[FLOOD]), "timeout", 0)
+    add("flood", notebook(before=[FLOOD]), "error", 0)
+    add("forge", notebook({"square_grad": FORGE}), "error", 0)
+    add("dup_fd3", notebook({"square_grad": DUP_FD3}), "error", 0)
     add("surrogates", _with_surrogate_answer(notebook(after=[SURROGATE_ERROR])), "graded", TOTAL)
     add(b"bad\xffname", honest, "graded", TOTAL)
     add("odd_files", honest, "graded", TOTAL)
+    add("long" * 50, honest, "graded", TOTAL)                 # its folder: cut and hashed
     subs["odd_files"][b"\xfe.ipynb"] = honest
     subs["odd_files"][".hidden/toy.ipynb"] = honest
     add("copy_only", honest, "graded", TOTAL, name="toy (1).ipynb")
@@ -309,14 +361,16 @@ def test_the_run_finished_and_every_student_has_a_row(attacked):
 
 
 def test_one_notebook_never_stops_the_run(attacked):
-    statuses(attacked, ["honest", "honest2", "stub", "bad_frames", "flood", "surrogates",
+    statuses(attacked, ["honest", "honest2", "stub", "bad_frames", "flood", "forge", "dup_fd3", "surrogates",
                         "odd_files", "copy_only", "link_notebook", "link_master", "link_folder",
                         "cells_100k", "huge_output"])
     grades, _ = toy.read_grades(attacked["out"])
     assert grades[("bad\\xffname", "toy")]["score"] == str(TOTAL).rstrip("0").rstrip(".")
     out, err = attacked["out"], attacked["result"].stderr
-    assert "malformed data" in toy.result(out, "bad_frames")["reason"]
-    assert "\\xff" in (out / "surrogates" / "feedback.md").read_text(encoding="utf-8")
+    for student in ("bad_frames", "flood", "forge"):           # a frame out of its place
+        assert "malformed data" in toy.result(out, student)["reason"], student
+    assert "replaced or closed the grader's pipes" in toy.result(out, "dup_fd3")["reason"]
+    assert "\\xff" in toy.feedback(out, "surrogates")
     assert "\\xfe.ipynb: not an exercise" in err
     assert "odd_files/.hidden: hidden" in err
     assert "graded as toy" in toy.result(out, "copy_only")["notes"][0]
@@ -324,19 +378,19 @@ def test_one_notebook_never_stops_the_run(attacked):
         assert "symbolic link" in toy.result(out, student)["reason"]
     assert "more than the 5000 graded" in toy.result(out, "cells_100k")["reason"]
     assert toy.result(out, "huge_output")["output_dropped_chars"] > 90_000_000
-    assert "not attempted" in (out / "stub" / "feedback.md").read_text()
-    master = (out / "link_master" / "feedback.md").read_text()
+    assert "not attempted" in toy.feedback(out, "stub")
+    master = toy.feedback(out, "link_master")
     assert "2x" not in master and "derivative" not in master
 
 
 def test_feedback_names_cells_as_jupyter_and_skipped_cells_only_when_they_matter(attacked):
     statuses(attacked, ["moved_function", "honest"])
     out = attacked["out"]
-    moved = (out / "moved_function" / "feedback.md").read_text()
+    moved = toy.feedback(out, "moved_function")
     assert "### Cells the grader did not run" in moved
     assert "- In [3] (`assert np.allclose(square_grad(np.ones(3)), 2)`): a self-check cell: it " \
            "defines `plain_sum`, which a check needs" in moved
-    honest = (out / "honest" / "feedback.md").read_text()
+    honest = toy.feedback(out, "honest")
     assert "did not run" not in honest and "> The derivative of x^2 is 2x." in honest
     surrogate = toy.result(out, "surrogates")["cell_errors"][0]
     assert surrogate["where"] == "In [8] (`raise ValueError('bad \\udcff text ' + chr(0xd800))`)"
@@ -392,10 +446,30 @@ def test_hand_written_rule(attacked):
     out = attacked["out"]
     for student, lost in HW_LOST.items():
         for check in toy.result(out, student)["checks"]:
-            assert bool(check["rule"]) == (check["name"] in lost), (student, check)
-    fb = (out / "hw_library" / "feedback.md").read_text()
+            broken = check["name"] in lost and student not in HW_NO_RULE
+            assert bool(check["rule"]) == broken, (student, check)
+    for student in ("hw_gc", "hw_gc_fresh"):
+        assert "gc's object lists are not available while grading" in \
+            toy.result(out, student)["cell_errors"][0]["message"], student
+    assert "can't start new thread" in toy.result(out, "hw_map_thread")["checks"][0]["message"]
+    for student, kind in (("hw_lazy", "Lazy"), ("hw_subclass", "A")):
+        assert toy.result(out, student)["checks"][0]["outputs"][0]["message"].startswith(
+            f"got a {kind} object, expected an array"), student
+    assert "called the library's forward (<mine>), copied" in toy.feedback(out, "hw_copy")
+    fb = toy.feedback(out, "hw_library")
     assert "not written by hand, so 0 points: `tanh_backward` called the library's" in fb
     assert re.search(r"`square_grad` called the library's numerical_gradient", fb)
-    assert "started a thread" in (out / "hw_thread" / "feedback.md").read_text()
-    assert "blind" in (out / "hw_blind" / "feedback.md").read_text()
-    assert "left a thread running" in (out / "thread_bomb" / "feedback.md").read_text()
+    assert "started a thread" in toy.feedback(out, "hw_thread")
+    assert "blind" in toy.feedback(out, "hw_blind")
+    assert "left a thread running" in toy.feedback(out, "thread_bomb")
+
+
+def test_code_that_can_defeat_the_rule_is_flagged_for_review(attacked):
+    out = attacked["out"]
+    with open(out / "review.csv", newline="", encoding="utf-8") as f:
+        flagged = {row["student"] for row in csv.DictReader(f)}
+    assert {"forge", "dup_fd3", "hw_copy", "hw_partial", "hw_map_thread", "hw_gc", "hw_blind"} <= flagged
+    assert not flagged & {"honest", "honest2", "stub"}
+    assert "### Code your instructor will read" in toy.feedback(out, "hw_copy")
+    assert "instructor will read" not in toy.feedback(out, "honest")
+    assert len(toy.student_dir(out, "long" * 50).name.encode()) <= 120

@@ -174,3 +174,44 @@ def test_gradescope_output_keeps_indentation_and_says_missing_once():
     assert lines[lines.index("  ```") + 1:lines.index("  ```") + 4] == \
         ["  Traceback:", '    File "<cell 3>", line 2, in f', "      return 1 / 0"]
     assert [t["output"] for t in tests[1:]] == ["**missing:** not submitted"] * 3
+
+
+def test_untrusted_text_cannot_escape_its_code_block_or_become_a_formula():
+    from rnnbook.grading.report import feedback, grades_csv
+    message = "boom\n```\n# Full marks\n~~~\n<script>x</script>"
+    r = Result("=HYPERLINK(\"x\")", "ex", "error", "", 0, 2, [], cell_errors=[
+        {"where": "In [1]", "type": "ValueError`", "message": message, "traceback": ""}])
+    md = feedback(r.student, [r], [("`name`", "x")])
+    body = md.split("### Problems while running your notebook")[1]
+    fences = [ln.strip() for ln in body.split("\n") if ln.strip().startswith(("```", "~~~"))]
+    assert fences == ["```", "```"] and "\n# Full marks" not in md    # one block, never closed early
+    rows = grades_csv([[r.student, "ex", 0, 2, "error"], ["+1", "@x", "-2", "\tt", "ok"]])
+    assert rows.split("\n")[1].startswith("\"'=HYPERLINK(") and "'+1,'@x,'-2" in rows
+
+
+def test_long_student_names_get_a_short_hashed_folder():
+    from rnnbook.grading.records import folder_name
+    a, b = "x" * 300 + "a", "x" * 300 + "b"
+    assert folder_name("alice") == "alice"
+    assert folder_name(a) != folder_name(b) and len(folder_name("é" * 200).encode()) <= 120
+
+
+def test_float32_tolerance_only_for_float32_inputs():
+    from rnnbook.grading.scoring import compare
+    check = Check("c", points=1, function="f", inputs=lambda rng: {"args": []},
+                  reference=lambda case: {}, outputs={"y": ()}, tol=1e-10, tol32=1e-5)
+    expected = np.linspace(1, 2, 7)                # not exact in float32
+    cast = expected.astype(np.float32)                # a float32 answer to float64 inputs
+    assert compare(cast, expected, check)[0] is False
+    assert compare(cast, expected, check, low_precision=True)[0] is True
+
+
+def test_scan_flags_what_the_monitor_cannot_see():
+    from rnnbook.grading.scan import review
+    source = ("import sys, gc, ctypes\nf = sys._getframe(1).f_back\nos.write(3, b'x')\n"
+              "exec(src)\nm = __import__('rnn' + 'book')\nx = np.ones(3)  # honest\n")
+    cells, _ = parse_notebook(json.dumps({"nbformat": 4, "cells": [
+        {"cell_type": "code", "source": source}, {"cell_type": "code", "source": "%time y = 1"}]}).encode())
+    got = {(f["line"], f["what"].split(" ")[0]) for f in review(cells)}
+    assert got == {(1, "imports"), (2, "sys._getframe"), (2, "a"), (3, "os.write()"),
+                   (4, "exec()"), (5, "__import__()")}

@@ -23,7 +23,7 @@ import traceback
 import zipfile
 from pathlib import Path
 
-from rnnbook.grading.defaults import MEMORY_MB, TIMEOUT_S
+from rnnbook.grading.defaults import MEMORY_MB, STUDENTS_DIR, TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = "rnnbook-autograder.json"
@@ -151,7 +151,7 @@ def run(root):
                         memory_mb=config["memory_mb"], exercises_dir=exercises,
                         checks_dir=source / "solutions", progress=False, log=print)
         grader.run()
-        results = json.loads((work / "out" / "submission" / "results.json").read_text())
+        results = json.loads((work / "out" / STUDENTS_DIR / "submission" / "results.json").read_text())
         if notes:
             results["output"] = "\n".join(f"- {n}" for n in notes) + "\n\n" + results["output"]
         results["execution_time"] = round(time.monotonic() - start, 1)

@@ -84,8 +84,9 @@ class Check:
                  "autograd": function.apply(*args as tensors requiring grad), then
                              backward(grad_output) of its output
     forward   -- with call="backward", the forward function the exercise provides
-    tol, tol32 -- largest relative error (rnnbook.gradcheck.rel_error) that passes, for
-                 float64 results and for float32 (or float16) results
+    tol, tol32 -- largest relative error (rnnbook.gradcheck.rel_error) that passes: tol32
+                 when the check's inputs hold float32 (or float16) arrays, else tol (then
+                 a result cast to float32 fails as any answer that far off would)
     hand_written -- None, or a HandWritten (True means HandWritten(): no autograd and no
                  rnnbook): the function must be written by hand; see HandWritten
     """
@@ -147,8 +148,10 @@ class Exercise:
     skip_sources: dict           # stripped source of the exercise's skipped cells -> tag
     answer_ids: set
     answer_prompts: set          # the text of the exercise's empty answer cells
-    specs: list = None           # what the child receives for each check
+    specs: list = None           # what the child receives of each check before it runs
+    inputs: list = None          # each check's inputs (sent to the child when it runs)
     expected: list = None        # reference outputs of each check
+    low_precision: list = None   # whether each check's inputs are float32/float16
 
     @property
     def max_score(self):
@@ -204,7 +207,7 @@ def prepare(exercise, seed):
     """Draw each check's inputs from the seed and compute its reference (grader only)."""
     import numpy as np
     from rnnbook.grading.wire import encode_value
-    exercise.specs, exercise.expected = [], []
+    exercise.specs, exercise.inputs, exercise.expected, exercise.low_precision = [], [], [], []
     for k, check in enumerate(exercise.checks):
         rng = np.random.default_rng([seed, zlib.crc32(exercise.name.encode()), k])
         where = f"{exercise.name}.checks.py, check {check.name!r}"
@@ -219,12 +222,28 @@ def prepare(exercise, seed):
         expected = {k2: np.asarray(v, dtype=np.float64) for k2, v in expected.items()}
         if not all(np.all(np.isfinite(v)) for v in expected.values()):
             raise UsageError(f"{where}: the reference is not finite")
-        spec = {"name": check.name, "function": check.function, "call": check.call,
-                "forward": check.forward, "args": encode_value(list(case["args"])),
-                "hand_written": check.hand_written.as_rule() if check.hand_written else None}
+        inputs = {"index": k, "args": encode_value(list(case["args"]))}
+        given = [case["args"]]
         if check.call == "backward":
-            spec["forward_args"] = encode_value(list(case["forward_args"]))
+            inputs["forward_args"] = encode_value(list(case["forward_args"]))
+            given.append(case["forward_args"])
         if check.call == "autograd":
-            spec["grad_output"] = encode_value(case["grad_output"])
-        exercise.specs.append(spec)
+            inputs["grad_output"] = encode_value(case["grad_output"])
+            given.append(case["grad_output"])
+        exercise.specs.append({"name": check.name, "function": check.function, "call": check.call,
+                               "forward": check.forward,
+                               "hand_written": check.hand_written.as_rule() if check.hand_written else None})
+        exercise.inputs.append(inputs)
         exercise.expected.append(expected)
+        exercise.low_precision.append(_low_precision(given))
+
+
+def _low_precision(value):
+    """Whether a check's inputs hold a float32 or float16 array (or tensor)."""
+    import numpy as np
+    if isinstance(value, (list, tuple)):
+        return any(_low_precision(v) for v in value)
+    if isinstance(value, dict):
+        return any(_low_precision(v) for v in value.values())
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and str(dtype).replace("torch.", "") in ("float32", "float16")

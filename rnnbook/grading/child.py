@@ -2,12 +2,15 @@
 nothing here is secret: students may read it.
 
 ``job_main`` confines the process (rnnbook.grading.confine): in namespaces of its own
-when the fork server can make them, then rlimits, no capabilities, a seccomp filter. It
-writes the notebook's copy into its working folder and hands over to
+when the fork server can make them; else as a host user of its own (the fork server is
+root) or the grader's, confined by Landlock where the kernel has it; then rlimits, no
+capabilities, a seccomp filter. It writes the notebook's copy into its working folder,
+forgets the grader's modules (rnnbook.grading is then not importable) and hands over to
 rnnbook.grading.runner.Notebook, which runs the cells and the checks.
 
-File descriptors: 3 the pipe to the grader, 4 the job's spec (read, then closed),
-5 the output file (becomes stdout and stderr).
+File descriptors: 3 the pipe to the grader, 4 the pipe of the checks' inputs (from the
+grader, one check at a time), 5 the output pipe (becomes stdout and stderr: nothing the
+notebook prints lands on a disk), 6 the job's spec (read, then closed).
 """
 import base64
 import fcntl
@@ -18,15 +21,17 @@ import sys
 import traceback
 
 from rnnbook.grading import confine
-from rnnbook.grading.defaults import CPU_SLACK_S, JOB_DIR, JOB_UID, OPEN_FILES, THREADS
+from rnnbook.grading.defaults import (CPU_SLACK_S, FILES, GRADER_DIR, JOB_DIR, JOB_UID, OPEN_FILES,
+                                      THREADS)
 from rnnbook.grading.runner import Notebook
 
 _exit = os._exit
 _BLOCKED_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
                    "pty.spawn", "os.fork", "os.forkpty")
+_GC_EVENTS = ("gc.get_objects", "gc.get_referrers", "gc.get_referents")
 
 
-def job_main(spec_fd, out_fd, result_fd, config):
+def job_main(spec_fd, out_fd, in_fd, result_fd, config):
     """Entry point of the process forked for one job; never returns."""
     try:
         signal.set_wakeup_fd(-1)
@@ -36,10 +41,10 @@ def job_main(spec_fd, out_fd, result_fd, config):
         os.setsid()
         confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)      # dies with the fork server
         confine.limit(None, None, None, None, None)                   # no core dumps
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in (result_fd, spec_fd, out_fd)]
-        for fd, target in zip(high, (3, 4, 5)):
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in (result_fd, in_fd, out_fd, spec_fd)]
+        for fd, target in zip(high, (3, 4, 5, 6)):
             os.dup2(fd, target)
-        os.closerange(6, 1 << 16)
+        os.closerange(7, 1 << 16)
         _first_to_go()
         if config["namespaces"]:
             confine.enter_namespaces(JOB_UID)
@@ -82,12 +87,23 @@ def _mirror_exit(pid):
 def _read_spec():
     chunks = []
     while True:
-        data = os.read(4, 1 << 20)
+        data = os.pread(6, 1 << 20, sum(map(len, chunks)))
         if not data:
             break
         chunks.append(data)
-    os.close(4)
+    os.close(6)
     return json.loads(b"".join(chunks))
+
+
+def _forget_grader():
+    """rnnbook.grading out of sys.modules and of the rnnbook package: a notebook cannot
+    import it, nor reach the runner's modules by name."""
+    for name in [n for n in sys.modules if n == "rnnbook.grading" or n.startswith("rnnbook.grading.")]:
+        del sys.modules[name]
+    rnnbook = sys.modules.get("rnnbook")
+    if rnnbook is not None:
+        rnnbook.__dict__.pop("grading", None)
+    sys.path_importer_cache.pop(GRADER_DIR, None)
 
 
 def _run(config):
@@ -95,8 +111,10 @@ def _run(config):
     workdir = JOB_DIR if config["namespaces"] else spec["workdir"]
     statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
     if config["namespaces"]:
-        confine.private_filesystem(JOB_DIR, spec["disk_mb"], JOB_UID,
-                                   read_only=("/dev", config["mpl_dir"]))
+        confine.private_filesystem(JOB_DIR, spec["disk_mb"], FILES, JOB_UID,
+                                   read_only=("/dev", config["mpl_dir"]), hidden=(GRADER_DIR,))
+    elif config["uids"] and config.get("uid") is not None:
+        confine.become(config["uid"])
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(5, 1)
@@ -124,16 +142,20 @@ def _run(config):
     ballast_size = 16 << 20
     memory = spec["memory_mb"] << 20
     address_space = vm_size() + memory + ballast_size
-    processes = THREADS if config["namespaces"] else _process_count() + THREADS
-    if os.geteuid() == 0 and not config["namespaces"]:
+    own_user = config["namespaces"] or (config["uids"] and config.get("uid") is not None)
+    processes = THREADS if own_user else _process_count() + THREADS
+    if os.geteuid() == 0:
         processes = None                     # root ignores it; seccomp refuses forks instead
     confine.limit(address_space, spec["disk_mb"] << 20, 2 * int(spec["timeout"]) + CPU_SLACK_S,
                   processes, OPEN_FILES)
     confine.drop_privileges()
+    if not config["namespaces"] and config["landlock"]:
+        confine.landlock(config["read_only"] + [f"/proc/{os.getpid()}"], [workdir, "/dev/null"])
     if config["seccomp"]:
         confine.seccomp()
     sys.addaudithook(_no_programs)
-    Notebook(spec, vm_size, address_space, ballast_size).run()
+    _forget_grader()
+    Notebook(spec, vm_size, address_space, ballast_size, threads_filter=config["seccomp"]).run()
 
 
 def _first_to_go():
@@ -159,3 +181,5 @@ def _process_count():
 def _no_programs(event, args):
     if event in _BLOCKED_EVENTS:
         raise PermissionError(f"{event}: starting programs or processes is not allowed while grading")
+    if event in _GC_EVENTS:         # however gc was reached (even a fresh import of it)
+        raise PermissionError(f"{event}: gc's object lists are not available while grading")

@@ -2,10 +2,12 @@
 
     rnnbook grade SUBMISSIONS --out OUT [--jobs N] [--timeout S] [--memory-mb MB]
                   [--disk-mb MB] [--force] [--isolation auto|none] [--allow-unisolated]
+                  [--dangerously-run-as-grader]
 
 SUBMISSIONS/<student>/<notebook>.ipynb, where <notebook> is the file name of an exercise
-in exercises/. OUT receives grades.csv (student,exercise,score,max_score,status), and for
-each student results.json (Gradescope's schema) and feedback.md.
+in exercises/. OUT receives grades.csv (student,exercise,score,max_score,status),
+review.csv (code flagged for a human to read) and, in OUT/students/<student>/, each
+student's results.json (Gradescope's schema) and feedback.md.
 """
 import argparse
 import sys
@@ -42,12 +44,19 @@ def main(argv=None):
                              "none: a plain process per notebook (for testing)")
     parser.add_argument("--allow-unisolated", action="store_true",
                         help="grade several students even when notebooks cannot be isolated")
+    parser.add_argument("--dangerously-run-as-grader", action="store_true",
+                        help="DANGEROUS: where notebooks can be neither isolated nor run as a user "
+                             "of their own, run them as the grader's user (root, if it is root): "
+                             "a notebook can then read and change anything that user can, the "
+                             "grades included")
     args = parser.parse_args(argv)
+    _erase_arguments()
     try:
         grader = Grader(args.submissions, args.out, jobs=args.jobs, timeout=args.timeout,
                         memory_mb=args.memory_mb, disk_mb=args.disk_mb, force=args.force,
                         exercises_dir=args.exercises, checks_dir=args.checks,
-                        isolation=args.isolation, allow_unisolated=args.allow_unisolated)
+                        isolation=args.isolation, allow_unisolated=args.allow_unisolated,
+                        as_grader=args.dangerously_run_as_grader)
         summary = grader.run()
     except UsageError as e:
         print(f"rnnbook grade: {e}", file=sys.stderr)
@@ -65,9 +74,32 @@ def main(argv=None):
           + (f" (isolation: {summary['isolation']})" if summary["isolation"] else "")
           + (f", {summary['reused']} already graded (--force regrades them)" if summary["reused"] else "")
           + (": " + ", ".join(f"{k} {s[k]}" for k in STATUSES if s.get(k)) if s else ""))
+    if summary.get("flagged"):
+        print(f"rnnbook grade: {summary['flagged']} notebooks use code that can defeat the "
+              f"hand-written rule; read {Path(args.out) / 'review.csv'}")
     print(f"rnnbook grade: wrote {Path(args.out) / 'grades.csv'} and each student's "
-          "results.json and feedback.md")
+          f"results.json and feedback.md (in {Path(args.out) / 'students'})")
     return 0
+
+
+def _erase_arguments():
+    """Blank this process's arguments after `grade` in what /proc/<pid>/cmdline shows
+    (readable by every user): a notebook without namespaces must not learn OUT from it."""
+    import ctypes
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])       # arg_start, arg_end
+        with open("/proc/self/cmdline", "rb") as f:
+            data = f.read()
+    except (OSError, ValueError, IndexError):
+        return
+    keep = data.find(b"\0grade\0")
+    if keep < 0:                        # not `rnnbook grade ...` (a test calling main())
+        return
+    keep += len(b"\0grade\0")
+    if 0 < keep < len(data) and start + len(data) <= end + 1:
+        ctypes.memset(start + keep, 0, len(data) - keep)
 
 
 if __name__ == "__main__":

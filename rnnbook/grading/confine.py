@@ -7,17 +7,24 @@ through ctypes). Runs in the sandbox; nothing here is secret.
                        process, PID 1 of the new PID namespace
 ``private_filesystem`` a size-capped tmpfs as its working folder (also /tmp), /proc
                        hidden, /dev and the rest read-only
+``become``             without namespaces, as root: the notebook's own unprivileged host user
 ``drop_privileges``    no capabilities (bounding and ambient sets too), locked securebits,
                        no new privileges
 ``limit``              rlimits: address space, file size, CPU, processes, open files
+``landlock``           without namespaces: read-only access to the Python environment, full
+                       access to its working folder, nothing else of the file system; no
+                       signals to, or abstract sockets of, processes outside it (Landlock,
+                       Linux >= 5.13; the scopes >= 6.12)
 ``seccomp``            no programs (execve), no new processes (threads only), no sockets
-                       but Unix ones, no System V IPC, memfd, io_uring, ptrace, mounts,
-                       namespaces, keyrings, BPF or kernel modules
+                       (socketpair only), no fallocate, no System V IPC, memfd, io_uring,
+                       ptrace, mounts, namespaces, keyrings, BPF or kernel modules;
+                       ``no_threads`` then refuses threads too (the checks' phase)
 """
 import ctypes
 import os
 import platform
 import resource
+import stat
 import struct
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -55,6 +62,24 @@ def _mount(source, target, fstype, flags, data=None):
            f"mount {target}")
 
 
+def keep_capabilities(caps):
+    """Keep only these capabilities (numbers) in the effective and permitted sets."""
+    mask = sum(1 << c for c in caps)
+    header = ctypes.create_string_buffer(struct.pack("II", 0x20080522, 0), 8)
+    data = ctypes.create_string_buffer(struct.pack("IIIIII", mask, mask, 0, 0, 0, 0), 24)
+    _check(libc().capset(header, data), "capset")
+
+
+def become(uid):
+    """This process becomes host user uid (group uid, no supplementary groups): needs
+    CAP_SETUID and CAP_SETGID; every capability is lost with the change."""
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    if os.getuid() != uid or os.geteuid() != uid or os.getegid() != uid:
+        raise OSError(f"could not become user {uid}")
+
+
 def enter_namespaces(job_uid):
     """Unshare user, mount, PID, IPC, network and UTS namespaces; map job_uid (and gid)
     to this process's own ids outside. The next fork is PID 1 of the new PID namespace."""
@@ -82,16 +107,19 @@ def _flags_of(path):
     return out
 
 
-def private_filesystem(workdir, disk_mb, job_uid, read_only=()):
-    """In the new mount namespace: workdir becomes a fresh tmpfs of disk_mb (its 'tmp'
-    folder is also /tmp), /proc is hidden, and each of read_only is remounted read-only."""
-    opts = f"size={disk_mb}m,mode=0700,uid={job_uid},gid={job_uid}"
+def private_filesystem(workdir, disk_mb, files, job_uid, read_only=(), hidden=()):
+    """In the new mount namespace: workdir becomes a fresh tmpfs of disk_mb and at most
+    ``files`` inodes (its 'tmp' folder is also /tmp), /proc and each of hidden are covered
+    by an empty read-only tmpfs, and each of read_only is remounted read-only."""
+    opts = f"size={disk_mb}m,nr_inodes={files},mode=0700,uid={job_uid},gid={job_uid}"
     _mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, opts)
     os.mkdir(os.path.join(workdir, "tmp"), 0o700)
     if os.path.isdir("/tmp"):
         _mount(os.path.join(workdir, "tmp"), "/tmp", None, MS_BIND)
-    _mount("tmpfs", "/proc", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-           "size=4k,mode=0555")
+    for path in ("/proc",) + tuple(hidden):
+        if os.path.isdir(path):
+            _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                   "size=4k,nr_inodes=8,mode=0555")
     for path in read_only:
         if os.path.isdir(path):
             _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | _flags_of(path))
@@ -122,10 +150,74 @@ def limit(address_space, file_size, cpu_seconds, processes, open_files):
 
 
 # ---------------------------------------------------------------------------------------
+# Landlock: a file system allow-list for this process (same numbers on every architecture)
+
+_LL_CREATE, _LL_ADD, _LL_RESTRICT = 444, 445, 446
+_LL_READ = 1 | 4 | 8                                   # EXECUTE, READ_FILE, READ_DIR
+_LL_FILE_ONLY = 1 | 2 | 4 | (1 << 14) | (1 << 15)      # what a rule on a file (not a folder) may hold
+
+
+def _syscall(*args):
+    f = libc().syscall
+    f.restype = ctypes.c_long
+    return f(*(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
+
+
+def landlock_abi():
+    """Landlock's ABI version here, 0 when the kernel has none."""
+    try:
+        return max(0, _syscall(_LL_CREATE, None, 0, 1))       # LANDLOCK_CREATE_RULESET_VERSION
+    except (OSError, AttributeError):
+        return 0
+
+
+def landlock(read_only, read_write):
+    """From now on this process (and its threads) may only read and execute beneath the
+    paths of read_only, do anything beneath those of read_write, and nothing else of the
+    file system; with ABI >= 6 also not signal, nor connect to abstract sockets of,
+    processes outside. Returns the ABI, or 0 (nothing done) without Landlock."""
+    abi = landlock_abi()
+    if abi < 1:
+        return 0
+    handled = (1 << 13) - 1 | (1 << 13 if abi >= 2 else 0) | (1 << 14 if abi >= 3 else 0) \
+        | (1 << 15 if abi >= 5 else 0)
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    attr = ctypes.create_string_buffer(struct.pack("QQQ", handled, 3, 3)[:size], size)
+    ruleset = _syscall(_LL_CREATE, attr, size, 0)
+    if ruleset < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset")
+    try:
+        for paths, rights in ((read_only, _LL_READ), (read_write, handled)):
+            for path in paths:
+                _landlock_rule(ruleset, path, rights)
+        _check(prctl(PR_SET_NO_NEW_PRIVS, 1), "no_new_privs")
+        if _syscall(_LL_RESTRICT, ruleset, 0) != 0:
+            raise OSError(ctypes.get_errno(), "landlock_restrict_self")
+    finally:
+        os.close(ruleset)
+    return abi
+
+
+def _landlock_rule(ruleset, path, rights):
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return                                  # nothing there to allow
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            rights &= _LL_FILE_ONLY
+        attr = ctypes.create_string_buffer(struct.pack("=Qi", rights, fd), 12)
+        if _syscall(_LL_ADD, ruleset, 1, attr, 0) != 0:     # LANDLOCK_RULE_PATH_BENEATH
+            raise OSError(ctypes.get_errno(), f"landlock_add_rule {path}")
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------
 # seccomp: a classic BPF filter, x86-64 only (elsewhere seccomp_supported() is False)
 
 AUDIT_ARCH_X86_64 = 0xC000003E
-EPERM, ENOSYS = 1, 38
+EPERM, EAGAIN, ENOSYS, EOPNOTSUPP = 1, 11, 38, 95
 _DENY = {   # x86-64 system call numbers that a graded notebook never needs
     "execve": 59, "execveat": 322, "fork": 57, "vfork": 58, "ptrace": 101,
     "process_vm_readv": 310, "process_vm_writev": 311, "memfd_create": 319, "memfd_secret": 447,
@@ -139,7 +231,8 @@ _DENY = {   # x86-64 system call numbers that a graded notebook never needs
     "reboot": 169, "swapon": 167, "swapoff": 168, "acct": 163, "syslog": 103,
     "name_to_handle_at": 303, "open_by_handle_at": 304, "pidfd_open": 434, "pidfd_getfd": 438,
 }
-_CLONE, _CLONE3, _SOCKET, AF_UNIX = 56, 435, 41, 1
+_CLONE, _CLONE3, _FALLOCATE = 56, 435, 285   # fallocate: EOPNOTSUPP (posix_fallocate then
+_SOCKET = 41                                  # writes, within the rlimits and the tmpfs)
 
 
 def seccomp_supported():
@@ -157,16 +250,34 @@ def _filter():
             ld(0), jge(0x40000000, 0, 1), deny]                              # x32 calls: no
     for nr in sorted(_DENY.values()):
         prog += [jeq(nr, 0, 1), deny]
+    prog += [jeq(_SOCKET, 0, 1), deny]                     # no sockets; socketpair stays allowed
+    prog += [jeq(_FALLOCATE, 0, 1), ret(0x00050000 | EOPNOTSUPP)]
     prog += [jeq(_CLONE3, 0, 1), ret(0x00050000 | ENOSYS)]                 # glibc falls back to clone
     prog += [jeq(_CLONE, 0, 4), ld(16), jset(CLONE_THREAD, 0, 1), allow, deny]   # threads only
-    prog += [jeq(_SOCKET, 0, 4), ld(16), jeq(AF_UNIX, 0, 1), allow, deny]       # Unix sockets only
     prog.append(allow)
     return prog
 
 
+def _no_threads_filter():
+    ld = lambda k: struct.pack("HBBI", 0x20, 0, 0, k)                    # noqa: E731
+    jeq = lambda k, jt, jf: struct.pack("HBBI", 0x15, jt, jf, k)          # noqa: E731
+    ret = lambda k: struct.pack("HBBI", 0x06, 0, 0, k)                    # noqa: E731
+    return [ld(4), jeq(AUDIT_ARCH_X86_64, 1, 0), ret(0x80000000), ld(0),
+            jeq(_CLONE3, 0, 1), ret(0x00050000 | ENOSYS),
+            jeq(_CLONE, 0, 1), ret(0x00050000 | EAGAIN), ret(0x7FFF0000)]
+
+
+def no_threads():
+    """From now on no thread (nor process) can be started: stacked on seccomp()."""
+    _install(_no_threads_filter())
+
+
 def seccomp():
     """Install the filter (needs no_new_privs, set by drop_privileges)."""
-    prog = _filter()
+    _install(_filter())
+
+
+def _install(prog):
     code = ctypes.create_string_buffer(b"".join(prog), 8 * len(prog))
     fprog = ctypes.create_string_buffer(struct.pack("HxxxxxxQ", len(prog), ctypes.addressof(code)), 16)
     _check(prctl(PR_SET_NO_NEW_PRIVS, 1), "no_new_privs")

@@ -3,9 +3,10 @@
 This process draws the checks' inputs from a secret seed, computes the references with
 rnnbook and torch in float64, and compares; students' code runs in the sandbox
 (rnnbook.grading.sandbox), which receives only the inputs and sends back return values.
-Each (student, exercise) result is kept in OUT/<student>/<exercise>.result.json, written
-atomically: a rerun grades only what has no result yet (or whose notebook or checks
-changed), and force=True regrades everything.
+Each (student, exercise) result is kept in OUT/students/<student>/<exercise>.result.json,
+written atomically: a rerun grades only what has no result yet (or whose notebook or
+checks changed, or whose result was the grader's or the host's failure), and force=True
+regrades everything. OUT/grades.csv and OUT/review.csv are rebuilt at the end.
 """
 import fcntl
 import os
@@ -17,13 +18,14 @@ from collections import Counter
 from pathlib import Path
 
 from rnnbook.grading import report
+from rnnbook.grading.scan import review as review_code
 from rnnbook.grading.checks import UsageError, exercise_files, load_exercises, prepare
-from rnnbook.grading.defaults import DISK_MB, MEMORY_MB, TIMEOUT_S
+from rnnbook.grading.defaults import DISK_MB, MEMORY_MB, STUDENTS_DIR, TIMEOUT_S
 from rnnbook.grading.inventory import read_notebook, scan
 from rnnbook.grading.notebooks import parse_notebook, written_answers
 from rnnbook.grading.job import Job, result_of, split_cells
 from rnnbook.grading.pool import Pool
-from rnnbook.grading.records import Result, atomic_write, missing_result, now, safe_text
+from rnnbook.grading.records import Result, atomic_write, folder_name, missing_result, now, safe_text
 from rnnbook.grading.sandbox import Sandbox
 from rnnbook.grading.scoring import fmt
 
@@ -33,11 +35,13 @@ ROOT = Path(__file__).resolve().parents[2]
 class Grader:
     def __init__(self, submissions, out, *, jobs=None, timeout=TIMEOUT_S, memory_mb=MEMORY_MB,
                  disk_mb=DISK_MB, force=False, exercises_dir=None, checks_dir=None,
-                 progress=None, log=None, isolation="auto", allow_unisolated=False):
+                 progress=None, log=None, isolation="auto", allow_unisolated=False,
+                 as_grader=False, _mirror=True, _landlock=True):
         self.submissions, self.out = Path(submissions), Path(out)
         self.jobs = len(os.sched_getaffinity(0)) if jobs is None else jobs
         self.timeout, self.memory_mb, self.disk_mb = float(timeout), int(memory_mb), int(disk_mb)
         self.force, self.isolation, self.allow_unisolated = force, isolation, allow_unisolated
+        self.as_grader, self._mirror, self._landlock = as_grader, _mirror, _landlock
         self.exercises_dir = Path(exercises_dir) if exercises_dir else ROOT / "exercises"
         self.checks_dir = Path(checks_dir) if checks_dir else ROOT / "solutions"
         self.progress = sys.stderr.isatty() if progress is None else progress
@@ -57,8 +61,11 @@ class Grader:
         if not sys.platform.startswith("linux"):
             raise UsageError("rnnbook grade runs on Linux (use the Gradescope bundle elsewhere)")
 
+    def student_dir(self, student):
+        return self.out / STUDENTS_DIR / folder_name(student)
+
     def result_path(self, student, exercise):
-        return self.out / student / f"{exercise}.result.json"
+        return self.student_dir(student) / f"{exercise}.result.json"
 
     def load_result(self, student, exercise):
         try:
@@ -73,7 +80,10 @@ class Grader:
 
     def run(self):
         started = time.monotonic()
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.seed = _seed()           # out of the environment before any process starts
+        self.out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.out / STUDENTS_DIR).mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.out / STUDENTS_DIR, 0o700)
         lock = open(self.out / ".rnnbook-grade.lock", "w")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -93,7 +103,7 @@ class Grader:
         self.inventory = scan(self.submissions, names)
         for student, name, why in self.inventory.ignored:
             self.log(f"rnnbook grade: skipped {student + '/' if student else ''}{name}: {why}")
-        for tmp in self.out.glob("*/.*.tmp*"):
+        for tmp in self.out.glob(f"{STUDENTS_DIR}/*/.*.tmp*"):
             tmp.unlink(missing_ok=True)               # left by a killed run
         todo, static, reused, counts = [], [], 0, Counter()
         for student, found in self.inventory.students.items():
@@ -103,15 +113,15 @@ class Grader:
                 old = None if problem else self.load_result(student, name)
                 if problem:
                     static.append((sub, name, problem, sha or ""))
-                elif (self.force or not old or old.sha256 != sha
+                elif (self.force or not old or old.sha256 != sha or not old.final
                       or old.checks_sha256 != checks_sha[name]):
                     todo.append((student, name, sub, sha))
                 else:
                     reused += 1
-        # The sandbox starts before the checks load (it imports torch meanwhile); the seed
-        # is drawn later, and never passed to it.
+        # The sandbox starts before the checks load (it imports torch meanwhile); the seed,
+        # taken out of the environment before it started, is never passed to it.
         if todo and self.may_isolate():
-            self.sandbox = Sandbox(self.base, self.isolation, self.log)
+            self.sandbox = self.new_sandbox()
         self.exercises = load_exercises(self.exercises_dir, self.checks_dir)
         by_name = {e.name: e for e in self.exercises}
         for sub, name, problem, sha in static:
@@ -128,17 +138,23 @@ class Grader:
         self.write_reports()
         return {"students": len(self.inventory.students), "graded_now": len(todo) + len(static),
                 "reused": reused, "statuses": counts, "seconds": time.monotonic() - started,
-                "ignored": len(self.inventory.ignored), "isolation": self.mode}
+                "ignored": len(self.inventory.ignored), "isolation": self.mode,
+                "flagged": getattr(self, "flagged", 0)}
 
     def may_isolate(self):
         """False when namespaces are known to be out of reach (then nothing is started
         before refusing an unisolated class)."""
         return self.allow_unisolated or (self.isolation == "auto" and shutil.which("bwrap") is not None)
 
+    def new_sandbox(self):
+        return Sandbox(self.base, self.isolation, self.log, mirror=self._mirror, landlock=self._landlock)
+
     def refuse_unisolated(self, students, why, user=None):
-        who = "this user" if user is None else f"user {user}"
+        who = "this user" if user is None else user
         self.log(f"rnnbook grade: warning: no isolation between notebooks ({why}); each "
-                 f"notebook can read what {who} can (see README, 'For instructors')")
+                 f"notebook runs as {who} and can read what it can"
+                 + (" outside Landlock's limits" if self.sandbox and self.sandbox.landlock_abi else "")
+                 + " (see README, 'For instructors')")
         if len(students) > 1 and not self.allow_unisolated:
             raise UsageError(f"refusing to grade {len(students)} students without isolation: "
                              "grade one student per run, or pass --allow-unisolated")
@@ -150,21 +166,21 @@ class Grader:
         if self.sandbox is None:                  # refused before anything starts
             if len(students) > 1 and not self.allow_unisolated:
                 self.refuse_unisolated(students, known)
-            self.sandbox = Sandbox(self.base, self.isolation, self.log)
-        seed = _seed()                 # drawn once the sandbox exists; never passed to it
+            self.sandbox = self.new_sandbox()
         for e in {j.exercise.name: j.exercise for j in todo}.values():
-            prepare(e, seed)
-        del seed
+            prepare(e, self.seed)     # never passed to the sandbox
+        del self.seed
         self.sandbox.wait_ready()
         self.mode = self.sandbox.mode
         if not self.sandbox.namespaces:
+            self.never_as_grader()
             why = known if self.isolation == "none" else self.sandbox.why or "namespaces unavailable"
             self.refuse_unisolated(students, why, self.sandbox.user)
         try:
             if self.progress:
                 from tqdm import tqdm
                 bar = tqdm(total=len(todo), unit="notebook", desc="grading", file=sys.stderr)
-            pool = Pool(self.sandbox, self.base, self.jobs, self.timeout, self.memory_mb,
+            pool = Pool(self.sandbox, self.jobs, self.timeout, self.memory_mb,
                         self.disk_mb, self.prepare_job, self.finish_job, self.restart, bar)
             try:
                 pool.run(todo)
@@ -175,10 +191,34 @@ class Grader:
                 bar.close()
         return self.counts
 
+    def never_as_grader(self):
+        """Without namespaces, notebooks never run as the grader's user (root, or the
+        instructor's own) unless as_grader: refused with the fix named (UsageError)."""
+        sb = self.sandbox
+        if sb.how == "uids" and not sb.uid_ok:
+            problem = (f"{sb.why or 'no unprivileged user can run this Python environment'}; "
+                       "notebooks would run as root, able to read and change anything on this "
+                       "host, the grades included")
+            fix = ("install bubblewrap (Debian/Ubuntu package `bubblewrap`), or make the Python "
+                   "environment readable by other users (a virtual environment and interpreter "
+                   "outside /root, e.g. `python3 -m venv /opt/rnnbook-venv`)")
+        elif sb.how == "plain" and not sb.landlock_abi:
+            problem = ("no namespaces and no Landlock on this host: notebooks would run as your own "
+                       "user, able to read and change your files, the grades included")
+            fix = "install bubblewrap, or grade as root (each notebook then runs as a user of its own)"
+        else:
+            return
+        if not self.as_grader:
+            raise UsageError(f"refusing to run notebooks: {problem}. To fix: {fix}. "
+                             "(--dangerously-run-as-grader runs them anyway)")
+        sb.as_grader = True
+        self.log(f"rnnbook grade: DANGER: {problem} (--dangerously-run-as-grader)")
+
     def restart(self, sandbox):
         sandbox.close()
-        fresh = Sandbox(sandbox.base, self.isolation, self.log)
+        fresh = self.new_sandbox()
         fresh.wait_ready()
+        fresh.as_grader = sandbox.as_grader
         if fresh.mode != self.mode:
             raise RuntimeError("the restarted sandbox lost its isolation")
         return fresh
@@ -196,16 +236,18 @@ class Grader:
         job.run_cells, job.skipped = split_cells(cells, job.exercise)
         job.run_indexes = {c.index for c in job.run_cells}
         job.answers = written_answers(cells, job.exercise)
+        job.review = review_code(job.run_cells)
         return True
 
-    def finish_job(self, job, status, reason):
+    def finish_job(self, job, status, reason, final=True):
         try:
             r = result_of(job, status, reason, self.timeout, self.memory_mb, self.mode,
-                          time.monotonic() - job.started)
+                          time.monotonic() - job.started, final)
         except Exception as e:
             r = missing_result(job.student, job.exercise, f"the grader failed on this notebook "
                                f"({type(e).__name__}: {safe_text(str(e), 300)})", "error")
             r.sha256, r.checks_sha256, r.isolation = job.sha256, job.exercise.checks_sha256, self.mode
+            r.final = False
         try:
             self.write_result(r)
         except OSError as e:                  # a full disk: this result is lost, not the run
@@ -214,37 +256,54 @@ class Grader:
         return r.status
 
     def write_static(self, sub, exercise, status, reason, sha):
-        r = missing_result(sub.student, exercise, safe_text(reason), status)
-        r.notebook, r.sha256, r.checks_sha256 = safe_text(os.path.basename(sub.path or "")), sha, exercise.checks_sha256
-        r.notes, r.graded_at = [sub.note] if sub.note else [], now()
-        self.write_result(r)
+        try:
+            r = missing_result(sub.student, exercise, safe_text(reason), status)
+            r.notebook, r.sha256, r.checks_sha256 = safe_text(os.path.basename(sub.path or "")), sha, exercise.checks_sha256
+            r.notes, r.graded_at = [sub.note] if sub.note else [], now()
+            self.write_result(r)
+        except Exception as e:                 # this result is lost, not the run
+            self.log(f"rnnbook grade: could not write {safe_text(sub.student)}/{exercise.name}'s "
+                     f"result: {type(e).__name__}: {e}")
 
     # -- reports ---------------------------------------------------------------------------
 
+    def student_report(self, student, found, ignored, rows, flagged):
+        """Append the student's grades.csv and review.csv rows; write their reports."""
+        results = []
+        for e in self.exercises:
+            r = self.load_result(student, e.name) if e.name in found else None
+            if r is None or r.exercise != e.name:
+                r = missing_result(student, e, "not submitted" if e.name not in found
+                                   else "no result yet: rerun rnnbook grade")
+            results.append(r)
+            rows.append([student, e.name, fmt(r.score), fmt(e.max_score), r.status])
+            flagged += [[student, e.name, f.get("cell"), f.get("line"), f.get("what")]
+                        for f in (r.review if isinstance(r.review, list) else []) if isinstance(f, dict)]
+        mode = next((r.isolation for r in results if r.isolation), "")
+        folder = self.student_dir(student)
+        atomic_write(folder / "results.json", _json(
+            report.gradescope_results(student, results, ignored, mode)))
+        atomic_write(folder / "feedback.md", report.feedback(student, results, ignored, mode))
+
     def write_reports(self):
-        rows, ignored = [], {}
+        rows, ignored, flagged = [], {}, []
         for student, name, why in self.inventory.ignored:
             if student is not None:
                 ignored.setdefault(student, []).append((name, why))
         for student, found in self.inventory.students.items():
-            results = []
-            for e in self.exercises:
-                r = self.load_result(student, e.name) if e.name in found else None
-                if r is None or r.exercise != e.name:
-                    r = missing_result(student, e, "not submitted" if e.name not in found
-                                       else "no result yet: rerun rnnbook grade")
-                results.append(r)
-                rows.append([student, e.name, fmt(r.score), fmt(e.max_score), r.status])
-            mode = next((r.isolation for r in results if r.isolation), "")
-            try:
-                atomic_write(self.out / student / "results.json", _json(
-                    report.gradescope_results(student, results, ignored.get(student, []), mode)))
-                atomic_write(self.out / student / "feedback.md",
-                             report.feedback(student, results, ignored.get(student, []), mode))
-            except Exception as e:            # one student's report never stops the others
+            mine, marked = [], []
+            try:                              # one student's report never stops the others
+                self.student_report(student, found, ignored.get(student, []), mine, marked)
+            except Exception as e:
                 self.log(f"rnnbook grade: could not write {safe_text(student)}'s report: "
-                         f"{type(e).__name__}: {e}")
+                         f"{type(e).__name__}: {safe_text(str(e), 300)}")
+            done = {row[1] for row in mine}
+            rows += mine + [[student, e.name, "0", fmt(e.max_score), "error"]
+                            for e in self.exercises if e.name not in done]
+            flagged += marked
         atomic_write(self.out / "grades.csv", report.grades_csv(rows))
+        atomic_write(self.out / "review.csv", report.review_csv(flagged))
+        self.flagged = len({(s, e) for s, e, *_ in flagged})
 
 
 def _json(obj):

@@ -89,12 +89,16 @@ def _student(folder, student, names, ignored):
             note = ""
         else:
             _, path, rel = extra.pop()
-            note = f"`{rel}` was graded as {exercise} (a copy saved by the browser?)"
+            note = f"`{_tick(rel)}` was graded as {exercise} (a copy saved by the browser?)"
         for _, _, other in extra:
-            ignored.append((student, other, f"another copy of {exercise}; `{rel}` was graded"))
+            ignored.append((student, other, f"another copy of {exercise}; `{_tick(rel)}` was graded"))
         problem = "the notebook is a symbolic link: it was not read" if os.path.islink(path) else ""
         found[exercise] = Submission(student, exercise, None if problem else path, problem, note)
     return found
+
+
+def _tick(name):
+    return name.replace("`", "'")
 
 
 def _walk(folder):

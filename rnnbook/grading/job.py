@@ -6,7 +6,7 @@ import os
 import re
 import signal
 
-from rnnbook.grading.defaults import MAX_CELL_ERRORS, OUTPUT_TAIL, SKIP_TAGS
+from rnnbook.grading.defaults import MAX_CELL_ERRORS, OUTPUT_CAP, SKIP_TAGS
 from rnnbook.grading.notebooks import defines, where
 from rnnbook.grading.records import Result, now, safe_text
 from rnnbook.grading.scoring import score_check
@@ -31,10 +31,21 @@ class Job:
     key: str = ""                # "<id>.<attempt>": the attempt's name in the fork server
     solo: bool = False           # this run is the retry alone
     crowded: bool = False        # another notebook ran meanwhile
-    dir: str = None
+    dir: str = None              # without namespaces: its folder on the host (work/ inside)
+    uid: int = None              # without namespaces, as root: the host user it runs as
     pid: int = None
-    fd: int = None
+    fd: int = None               # its results (frames)
+    out_fd: int = None           # its printed output (a pipe: nothing lands on a disk)
+    in_fd: int = None            # the checks' inputs, one check at a time
+    outbox: bytes = b""          # inputs not yet written to in_fd
+    tail: bytearray = dataclasses.field(default_factory=bytearray)   # the output's last bytes
+    out_bytes: int = 0
     reader: object = None
+    phase: str = "cells"         # "cells", then "checks" (after every cell ended)
+    cell_pos: int = 0            # cells ended so far, in order
+    open_check: int = None       # the check whose inputs were sent, not yet answered
+    next_check: int = 0
+    review: list = None
     started: float = 0.0
     deadline: float = 0.0
     current_cell: int = None
@@ -92,7 +103,19 @@ def skipped_that_matter(skipped, checks):
     return out
 
 
+CHANNEL_EXIT = 86          # rnnbook.grading.runner: the notebook replaced the grader's pipes
+_EXTERNAL = (signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
+
+
+def _final(code):
+    """Whether an exit is the notebook's own doing (kept on a rerun): not a kill from
+    outside (the kernel's OOM killer, an operator, the sandbox dying)."""
+    return not (code is not None and os.WIFSIGNALED(code) and os.WTERMSIG(code) in _EXTERNAL)
+
+
 def _exit_reason(code, where_):
+    if code is not None and os.WIFEXITED(code) and os.WEXITSTATUS(code) == CHANNEL_EXIT:
+        return f"the notebook replaced or closed the grader's pipes{where_}"
     if code is None:
         how = "stopped"
     elif os.WIFSIGNALED(code):
@@ -109,17 +132,9 @@ def _exit_reason(code, where_):
     return f"the notebook's process {how}{where_} before grading finished ({hint})"
 
 
-def _tail(job):
-    try:
-        with open(os.path.join(job.dir, "output.txt"), "rb") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - OUTPUT_TAIL))
-            return f.read(OUTPUT_TAIL).decode("utf-8", "replace")
-    except (OSError, TypeError):
-        return ""
-
-
-def result_of(job, status, reason, timeout, memory_mb, isolation, seconds):
-    """The Result of a finished job; status None: decided from what it sent."""
+def result_of(job, status, reason, timeout, memory_mb, isolation, seconds, final=True):
+    """The Result of a finished job; status None: decided from what it sent. final=False:
+    a failure of the grader or the host, regraded by the next run."""
     by_index = {c.index: c for c in job.cells or ()}
     where_ = ""
     if job.current_cell is not None:
@@ -137,8 +152,10 @@ def result_of(job, status, reason, timeout, memory_mb, isolation, seconds):
     elif status is None:
         status = "memory" if job.memory else "error"
         reason = _exit_reason(job.exit_status, where_)
-    checks = [score_check(c, job.exercise.expected[k], job.received.get(k),
-                          "; ".join(job.rules.get(k, ())))
+        final = final and _final(job.exit_status)
+    tampered = status == "error" and ("malformed data" in reason or "pipes" in reason)
+    checks = [score_check(c, job.exercise.expected[k], None if tampered else job.received.get(k),
+                          "; ".join(job.rules.get(k, ())), job.exercise.low_precision[k])
               for k, c in enumerate(job.exercise.checks)]
     cell_errors = []
     for i, info in sorted(job.cell_errors.items())[:MAX_CELL_ERRORS]:
@@ -147,6 +164,7 @@ def result_of(job, status, reason, timeout, memory_mb, isolation, seconds):
                             "type": safe_text(info["type"]), "message": safe_text(info["message"]),
                             "traceback": safe_text(info["traceback"])})
     notes = [job.submission.note] if job.submission.note else []
+    dropped = job.dropped + max(0, job.out_bytes - OUTPUT_CAP)
     if len(job.cell_errors) > MAX_CELL_ERRORS:
         notes.append(f"{len(job.cell_errors) - MAX_CELL_ERRORS} more cells failed; only the first "
                      f"{MAX_CELL_ERRORS} are listed")
@@ -156,6 +174,8 @@ def result_of(job, status, reason, timeout, memory_mb, isolation, seconds):
         notebook=safe_text(os.path.basename(job.submission.path or "")), sha256=job.sha256,
         checks_sha256=job.exercise.checks_sha256, cell_errors=cell_errors,
         skipped_cells=skipped_that_matter(job.skipped or [], checks), answers=job.answers or [],
-        notes=notes, output_dropped_chars=job.dropped,
-        output_tail=safe_text(_tail(job)) if status in ("error", "memory") and job.dir else "",
-        seconds=round(seconds, 3), attempts=job.attempts, isolation=isolation, graded_at=now())
+        notes=notes, output_dropped_chars=dropped,
+        output_tail=safe_text(bytes(job.tail).decode("utf-8", "replace"))
+        if status in ("error", "memory") else "",
+        seconds=round(seconds, 3), attempts=job.attempts, isolation=isolation, final=final,
+        review=job.review or [], graded_at=now())

@@ -7,6 +7,14 @@ others ran is retried alone before its timeout is final. Whatever goes wrong wit
 job (a malformed message, an exception in the grader) becomes that job's result
 (status `error`), never the run's. A fork server that dies is restarted and its
 running jobs retried once.
+
+Each notebook has three pipes: its results (frames), its printed output (read and
+dropped but for the last bytes: nothing it prints lands on a disk) and the checks'
+inputs, which the coordinator writes one check at a time, only after the notebook
+reported the end of its last cell, and the next only once the check before is answered.
+Frames must follow that order exactly: a frame out of place (a second result for a check,
+a cell that is not the next, a result before its inputs) is malformed data, and the
+notebook's result is `error` with no points.
 """
 import base64
 import json
@@ -19,17 +27,17 @@ import traceback
 from collections import deque
 
 from rnnbook.grading.defaults import (KILL_GRACE_S, MAX_READ_PER_TURN, MAX_STREAM_BYTES, MAX_TEXT,
-                                      OUTPUT_CAP)
-from rnnbook.grading.wire import FrameReader, WireError, decode_value
+                                      OUTPUT_CAP, OUTPUT_TAIL)
+from rnnbook.grading.wire import FrameReader, WireError, decode_value, frame
 
 
 class Pool:
     """``prepare(job)`` parses the notebook (returns False when it is not runnable and was
-    already given its result); ``finish(job, status, reason)`` writes the result."""
+    already given its result); ``finish(job, status, reason, final)`` writes the result."""
 
-    def __init__(self, sandbox, base, jobs, timeout, memory_mb, disk_mb, prepare, finish,
+    def __init__(self, sandbox, jobs, timeout, memory_mb, disk_mb, prepare, finish,
                  restart, bar=None):
-        self.sandbox, self.base, self.limit = sandbox, base, jobs
+        self.sandbox, self.limit = sandbox, jobs
         self.timeout, self.memory_mb, self.disk_mb = timeout, memory_mb, disk_mb
         self.prepare, self.on_finish, self.restart, self.bar = prepare, finish, restart, bar
         self.running, self.by_fd = {}, {}
@@ -41,14 +49,20 @@ class Pool:
             self._start_what_fits()
             now = time.monotonic()
             wait = min([0.5] + [j.deadline - now for j in self.running.values() if not j.finished])
-            fds = [self.sandbox.sock] + [j.fd for j in self.running.values() if j.fd is not None]
-            ready, _, _ = select.select(fds, [], [], max(0.0, wait))
+            fds = [self.sandbox.sock] + list(self.by_fd)
+            out = [j.in_fd for j in self.running.values() if j.outbox and j.in_fd is not None]
+            ready, writable, _ = select.select(fds, out, [], max(0.0, wait))
             restart = False
             for r in ready:
                 if r is self.sandbox.sock:
                     restart |= self._from_sandbox()
                 elif r in self.by_fd:
-                    self._guard(self.by_fd[r], self._drain)
+                    job, kind = self.by_fd[r]
+                    self._guard(job, self._drain if kind == "results" else self._drain_output)
+            for w in writable:
+                job = next((j for j in self.running.values() if j.in_fd == w), None)
+                if job is not None:
+                    self._guard(job, self._write_inputs)
             self._deadlines()
             if restart:
                 self._restart()
@@ -62,7 +76,8 @@ class Pool:
             self._guard(job, self._start)
 
     def _guard(self, job, action):
-        """Run action(job); any exception becomes the job's `error` result."""
+        """Run action(job); any exception becomes the job's `error` result (regraded by
+        the next run: it is the grader's failure)."""
         try:
             action(job)
         except Exception as e:
@@ -72,7 +87,7 @@ class Pool:
                   f"{type(e).__name__}: {e} ({os.path.basename(where.filename)}:{where.lineno})",
                   file=sys.stderr)
             self.finish(job, "error", f"the grader failed on this notebook ({type(e).__name__}: "
-                        f"{str(e)[:300]}); tell your instructor")
+                        f"{str(e)[:300]}); tell your instructor", final=False)
             job.exited = True
             self.running.setdefault(job.key, job)
 
@@ -83,27 +98,38 @@ class Pool:
             if self.bar is not None:
                 self.bar.update(1)
             return
-        job.dir = os.path.join(self.base, f"j{job.id}-{job.attempts}")
-        self.sandbox.workdir(os.path.join(job.dir, "work"))
+        job.uid = self.sandbox.job_uid()
+        workdir = None
+        if not self.sandbox.namespaces:
+            job.dir, workdir = self.sandbox.workdir(job.uid)
         spec = {"notebook_name": f"{job.exercise.name}.ipynb",
                 "notebook_b64": base64.b64encode(job.data).decode(),
-                "workdir": os.path.join(job.dir, "work"), "memory_mb": self.memory_mb,
+                "workdir": workdir, "memory_mb": self.memory_mb,
                 "disk_mb": self.disk_mb, "timeout": self.timeout, "output_cap": OUTPUT_CAP,
                 "cells": [{"index": c.index, "number": c.number, "source": c.source}
                           for c in job.run_cells],
-                "checks": job.exercise.specs}
-        spec_path = os.path.join(job.dir, "spec.json")        # the secret inputs: 0600
-        with open(os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-            json.dump(spec, f)
-        del spec
-        fds = [os.open(spec_path, os.O_RDONLY | os.O_CLOEXEC),
-               os.open(os.path.join(job.dir, "output.txt"),
-                       os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)]
+                "checks": job.exercise.specs}           # no inputs: they come check by check
+        spec_fd = os.memfd_create("rnnbook-job", os.MFD_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
         try:
-            self.sandbox.send({"op": "run", "job": job.key}, fds)
-        finally:
-            for fd in fds:
+            data = json.dumps(spec).encode()
+            del spec
+            view = memoryview(data)
+            while view:
+                view = view[os.write(spec_fd, view):]
+            self.sandbox.send({"op": "run", "job": job.key, "uid": job.uid}, [spec_fd, out_w, in_r])
+        except BaseException:
+            for fd in (out_r, in_w):
                 os.close(fd)
+            raise
+        finally:
+            for fd in (spec_fd, out_w, in_r):
+                os.close(fd)
+        for fd in (out_r, in_w):
+            os.set_blocking(fd, False)
+        job.out_fd, job.in_fd = out_r, in_w
+        self.by_fd[out_r] = (job, "output")
         job.data = None
         job.reader = FrameReader(max_total=MAX_STREAM_BYTES)
         job.started = time.monotonic()
@@ -132,21 +158,41 @@ class Pool:
             for fd in fds[1:]:
                 os.close(fd)
             os.set_blocking(job.fd, False)
-            self.by_fd[job.fd] = job
+            self.by_fd[job.fd] = (job, "results")
         elif msg.get("op") == "exited":
             for fd in fds:
                 os.close(fd)
             job.exited, job.exit_status = True, msg.get("status")
+            self._guard(job, self._drain_output)
             self._guard(job, self._drain)
             if not job.finished:
                 self.finish(job, None)
         elif msg.get("op") == "failed":
             job.exited = True
-            self.finish(job, "error", f"the sandbox could not start it ({str(msg.get('reason'))[:200]})")
+            self.finish(job, "error", f"the sandbox could not start it ({str(msg.get('reason'))[:200]})",
+                        final=False)
         return False
 
+    def _drain_output(self, job):
+        """Read what the notebook printed: counted, the last OUTPUT_TAIL bytes kept."""
+        budget = MAX_READ_PER_TURN
+        while job.out_fd is not None and budget > 0:
+            try:
+                data = os.read(job.out_fd, min(1 << 16, budget))
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._close(job, "out_fd")
+                return
+            budget -= len(data)
+            job.out_bytes += len(data)
+            job.tail += data
+            del job.tail[:-OUTPUT_TAIL]
+
     def _drain(self, job):
-        """Read what the notebook has written so far (at most MAX_READ_PER_TURN bytes)."""
+        """Read what the notebook has reported so far (at most MAX_READ_PER_TURN bytes)."""
         budget = MAX_READ_PER_TURN
         while job.fd is not None and not job.finished and budget > 0:
             try:
@@ -176,36 +222,71 @@ class Pool:
                 self.finish(job, None)
 
     def _message(self, job, msg):
-        op, n_checks = msg.get("op"), len(job.exercise.checks)
-        index = msg.get("index")
-        if op == "cell" and msg.get("event") == "start" and index in job.run_indexes \
-                and job.current_cell is None and index not in job.ended:
+        """One frame of the notebook, in the order the runner sends them (else WireError)."""
+        op, n_checks, index = msg.get("op"), len(job.exercise.checks), msg.get("index")
+        if type(index) is not int and op in ("cell", "check", "rule"):
+            raise WireError(f"a {str(op)[:20]} message without a whole-number index")
+        cells = job.run_cells
+        if op == "cell" and job.phase == "cells" and msg.get("event") == "start" \
+                and job.current_cell is None and job.cell_pos < len(cells) \
+                and index == cells[job.cell_pos].index:
             job.current_cell = index
-        elif op == "cell" and msg.get("event") == "end" and index == job.current_cell:
+        elif op == "cell" and job.phase == "cells" and msg.get("event") == "end" \
+                and index == job.current_cell:
             job.current_cell = None
+            job.cell_pos += 1
             job.ended.add(index)
             if msg.get("error") is not None:
                 info = error_info(msg["error"])
                 job.cell_errors[index] = info
                 job.memory |= info["memory"]
-        elif op == "check" and type(index) is int and 0 <= index < n_checks and index not in job.received:
+        elif op == "checks" and job.phase == "cells" and job.current_cell is None \
+                and job.cell_pos == len(cells):
+            job.phase = "checks"
+            self._next_inputs(job)
+        elif op == "check" and job.phase == "checks" and index == job.open_check:
             if "error" in msg:
                 info = error_info(msg["error"])
                 job.received[index] = ("error", info)
                 job.memory |= info["memory"]
             else:
                 job.received[index] = ("value", decode_value(msg.get("value")))
-        elif op == "rule" and type(index) is int and 0 <= index < n_checks and isinstance(msg.get("what"), str):
+            job.open_check = None
+            self._next_inputs(job)
+        elif op == "rule" and job.phase == "checks" and index == job.open_check \
+                and isinstance(msg.get("what"), str):
             if len(job.rules.setdefault(index, [])) < 5:
                 job.rules[index].append(msg["what"][:500])
         elif op == "stop" and msg.get("reason") == "memory":
-            job.memory = True
-        elif op == "done" and not job.done:
+            job.memory, job.open_check, job.outbox = True, None, b""     # it stops here
+        elif op == "done" and not job.done and job.open_check is None \
+                and (job.memory or job.phase == "checks" and job.next_check >= n_checks):
             job.done = True
             if type(msg.get("dropped")) is int:
                 job.dropped = msg["dropped"]
         else:
-            raise WireError(f"unexpected message {str(op)[:40]!r}")
+            raise WireError(f"unexpected message {str(op)[:40]!r} (out of order)")
+
+    def _next_inputs(self, job):
+        """Queue the next check's inputs (or the end) for the notebook."""
+        if job.next_check < len(job.exercise.checks):
+            job.open_check = job.next_check
+            job.outbox += frame(job.exercise.inputs[job.next_check])
+            job.next_check += 1
+        else:
+            job.outbox += frame({"end": True})
+        self._write_inputs(job)
+
+    def _write_inputs(self, job):
+        while job.outbox and job.in_fd is not None:
+            try:
+                n = os.write(job.in_fd, job.outbox[:1 << 16])
+            except BlockingIOError:
+                return
+            except OSError:                     # it exited, or closed its end
+                job.outbox = b""
+                return
+            job.outbox = job.outbox[n:]
 
     def _deadlines(self):
         now = time.monotonic()
@@ -216,20 +297,31 @@ class Pool:
                     job.finished, job.finished_at, job.status = True, now, "retry"
                 else:
                     self.finish(job, "timeout")
-            if job.finished and job.fd is not None:
-                self.by_fd.pop(job.fd, None)
-                os.close(job.fd)
-                job.fd = None
+            if job.finished:
+                self._close(job, "fd")
+                self._close(job, "in_fd")
             if job.finished and not job.exited and now - job.finished_at > KILL_GRACE_S:
                 job.exited = True                 # its exit was never reported; move on
             if job.finished and job.exited:
+                self._close(job, "out_fd")
                 del self.running[job.key]
-                if job.dir:
-                    shutil.rmtree(job.dir, ignore_errors=True)
+                self._clean(job)
                 if job.status == "retry":
                     self.solo.append(job.fresh())
                 elif self.bar is not None:
                     self.bar.update(1)
+
+    def _close(self, job, attr):
+        fd = getattr(job, attr)
+        if fd is not None:
+            self.by_fd.pop(fd, None)
+            os.close(fd)
+            setattr(job, attr, None)
+
+    def _clean(self, job):
+        if job.dir:
+            shutil.rmtree(job.dir, ignore_errors=True)
+        self.sandbox.release(job.uid)
 
     def _kill(self, job):
         if job.pid is not None and not job.exited:
@@ -240,29 +332,29 @@ class Pool:
 
     def _restart(self):
         """The fork server died (killed from outside?): start another; retry its jobs once."""
-        self.sandbox = self.restart(self.sandbox)
+        old = self.sandbox
+        self.sandbox = self.restart(old)
         for job in list(self.running.values()):
-            if job.fd is not None:
-                self.by_fd.pop(job.fd, None)
-                os.close(job.fd)
+            for attr in ("fd", "out_fd", "in_fd"):
+                self._close(job, attr)
             del self.running[job.key]
-            if job.dir:
-                shutil.rmtree(job.dir, ignore_errors=True)
+            self._clean(job)
             if job.status == "retry":
                 self.solo.append(job.fresh())
             elif job.finished:
                 if self.bar is not None:
                     self.bar.update(1)
             elif job.attempts >= 2:
-                self.finish(job, "error", "the grader's sandbox stopped while this notebook ran")
+                self.finish(job, "error", "the grader's sandbox stopped while this notebook ran",
+                            final=False)
             else:
                 self.pending.appendleft(job.fresh())
 
-    def finish(self, job, status, reason=""):
+    def finish(self, job, status, reason="", final=True):
         if job.finished:
             return
         job.finished, job.finished_at = True, time.monotonic()
-        job.status = self.on_finish(job, status, reason)
+        job.status = self.on_finish(job, status, reason, final)
 
 
 def error_info(e):

@@ -1,17 +1,20 @@
 """The typed result record of one (student, exercise), safe text, and atomic writes.
 
-A result is kept in OUT/<student>/<exercise>.result.json; reports are rebuilt from those
+A result is kept in OUT/students/<folder>/<exercise>.result.json (``folder_name``: the
+student's shown name, cut with a short hash when long); reports are rebuilt from those
 files, one student at a time. Text from students (names, messages, answers) may hold
 lone surrogates or bytes that are not UTF-8: ``safe_text`` and ``safe_name`` turn any
-str into printable, valid UTF-8, so that no report can fail to be written.
+str into printable, valid UTF-8, so that no report can fail to be written. Everything is
+written for the grader's user only (files 0600, folders 0700).
 """
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 from pathlib import Path
 
-from rnnbook.grading.defaults import RESULT_VERSION, STATUSES
+from rnnbook.grading.defaults import MAX_NAME_BYTES, RESULT_VERSION, STATUSES
 
 
 def safe_text(s, limit=None):
@@ -37,8 +40,19 @@ def safe_text(s, limit=None):
 
 
 def safe_name(name):
-    """A file or folder name as shown in reports (and used for OUT/<student>/): one line."""
+    """A file or folder name as shown in reports: one line."""
     return safe_text(name).replace("\n", "\\n").replace("\t", "\\t") or "_"
+
+
+def folder_name(student):
+    """The folder of a student (shown name) in OUT/students/: the name itself when short,
+    else its first characters and a hash of the whole (a file name has at most 255 bytes)."""
+    if len(student.encode("utf-8")) <= MAX_NAME_BYTES:
+        return student
+    short = student[:MAX_NAME_BYTES // 4]
+    while len(short.encode("utf-8")) > MAX_NAME_BYTES - 20:
+        short = short[:-1]
+    return f"{short}~{hashlib.sha256(student.encode('utf-8')).hexdigest()[:12]}"
 
 
 @dataclasses.dataclass
@@ -81,6 +95,8 @@ class Result:
     seconds: float = 0.0
     attempts: int = 0
     isolation: str = ""         # "namespaces" or "none": how the notebook ran
+    final: bool = True          # False: the grader's or the host's failure (a rerun regrades it)
+    review: list = dataclasses.field(default_factory=list)   # {cell, where, line, what}: for a human
     graded_at: str = ""
     version: int = RESULT_VERSION
 
@@ -116,9 +132,10 @@ def atomic_write(path, text, sync=False):
     the grader was killed) sees the old file or the new one, never a part. sync=True also
     survives a power cut (used for each result; the reports are rebuilt from those)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with open(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
         f.write(text)
         if sync:
             f.flush()

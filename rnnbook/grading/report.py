@@ -1,6 +1,8 @@
 """What students and instructors read: feedback.md, Gradescope's results.json (Markdown
-output, tracebacks indented as Python printed them) and the rows of grades.csv.
-Everything shown passes through records.safe_text, so no text can fail a report."""
+output, tracebacks indented as Python printed them), grades.csv and review.csv.
+Everything shown passes through records.safe_text, so no text can fail a report; what a
+notebook wrote (error messages, printed output) is shown inside code blocks or code spans,
+never as Markdown; a CSV cell that a spreadsheet would read as a formula starts with '."""
 import csv
 import datetime
 import io
@@ -17,8 +19,14 @@ EXPLAIN = ("Each check calls your function on new random inputs and compares eve
 
 def _fence(text, indent):
     """A Markdown code block that keeps the text's own indentation."""
-    body = safe_text(text).replace("```", "'''").rstrip().split("\n")
+    body = safe_text(text).replace("```", "'''").replace("~~~", "'''").rstrip().split("\n")
     return ["", indent + "```", *(indent + line for line in body), indent + "```", ""]
+
+
+def _code(text):
+    """Inline code: one line of untrusted text, never read as Markdown."""
+    text = safe_text(text).replace("\n", " ").replace("`", "'")
+    return f"`{text}`" if text.strip() else "``"
 
 
 def check_lines(check, previous=None, indent="  "):
@@ -38,7 +46,7 @@ def check_lines(check, previous=None, indent="  "):
         lines.append(f"{indent}- the same error as above")
     elif check.message:
         first, *rest = safe_text(check.message).split("\n")
-        lines.append(f"{indent}- {first}")
+        lines.append(f"{indent}- {first if check.message == 'not run' else _code(first)}")
         if rest:
             lines += _fence("\n".join(rest), indent + "  ")
     for o in check.outputs:
@@ -62,9 +70,14 @@ def _exercise(r):
     if r.cell_errors:
         lines += ["", "### Problems while running your notebook", ""]
         for c in r.cell_errors:
-            lines.append(f"- {safe_text(c['where'])}: {safe_text(c['type'])}: {safe_text(c['message'], 500)}")
-            if c.get("traceback"):
-                lines += _fence(c["traceback"], "  ")
+            lines.append(f"- {safe_text(c['where'])}: {_code(c['type'])}")
+            lines += _fence(safe_text(c["message"], 500) + ("\n\n" + c["traceback"] if c.get("traceback") else ""),
+                            "  ")
+    if r.review:
+        lines += ["", "### Code your instructor will read", "",
+                  "These lines use what could get around the grader's checks; they change no "
+                  "score here, and your instructor will read them:", ""]
+        lines += [f"- {safe_text(f['where'])}, line {f['line']}: {safe_text(f['what'])}" for f in r.review]
     if r.skipped_cells:
         lines += ["", "### Cells the grader did not run", ""]
         lines += [f"- {safe_text(c['where'])}: {safe_text(c['why'])}" for c in r.skipped_cells]
@@ -87,7 +100,7 @@ def feedback(student, results, ignored, isolation=""):
     total = sum(r.score for r in results)
     maximum = sum(r.max_score for r in results)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"# Feedback for {safe_text(student)}", "",
+    lines = [f"# Feedback for {_code(student)}", "",
              f"Total: **{fmt(total)} / {fmt(maximum)}** points (graded by `rnnbook grade`, {when}). "
              "Written answers are marked by hand and are not in this total.", "",
              "| exercise | score | status |", "|---|---|---|"]
@@ -99,7 +112,7 @@ def feedback(student, results, ignored, isolation=""):
         lines += _exercise(r)
     if ignored:
         lines += ["", "## Files that were not graded", ""]
-        lines += [f"- `{safe_text(name)}`: {safe_text(why)}" for name, why in ignored]
+        lines += [f"- {_code(name)}: {safe_text(why)}" for name, why in ignored]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -124,10 +137,26 @@ def gradescope_results(student, results, ignored, isolation=""):
             "extra_data": {"isolation": isolation}}
 
 
-def grades_csv(rows):
-    """grades.csv: student,exercise,score,max_score,status."""
+def _cell(x):
+    """A CSV cell: safe text; a leading =, +, -, @, tab or CR (a spreadsheet formula) gets
+    a ' before it."""
+    text = safe_text(x)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _csv(header, rows):
     text = io.StringIO()
     w = csv.writer(text, lineterminator="\n")
-    w.writerow(["student", "exercise", "score", "max_score", "status"])
-    w.writerows([[safe_text(x) for x in row] for row in rows])
+    w.writerow(header)
+    w.writerows([[_cell(x) for x in row] for row in rows])
     return text.getvalue()
+
+
+def grades_csv(rows):
+    """grades.csv: student,exercise,score,max_score,status."""
+    return _csv(["student", "exercise", "score", "max_score", "status"], rows)
+
+
+def review_csv(rows):
+    """review.csv: student,exercise,cell,line,what -- code to read (rnnbook.grading.scan)."""
+    return _csv(["student", "exercise", "cell", "line", "what"], rows)

@@ -2,11 +2,18 @@
 Runs in the sandbox; nothing here is secret.
 
 The code cells run in one namespace (an exception, even SystemExit, is recorded and the
-next cell runs); then the grader's checks call the student's functions on the inputs
-the job's spec holds, and each return value is written to the pipe (fd 3) as a frame of
-rnnbook.grading.wire. Hand-written checks run under rnnbook.grading.monitor.
+next cell runs). Then, and only then, the runner asks the grader for the checks' inputs,
+one check at a time (fd 4): no input exists in this process before its check, and each is
+dropped after it. The runner calls the student's function (under
+rnnbook.grading.monitor for a hand-written check, with the forward of call="backward"
+inside the watch too), turns the return value into plain arrays inside that call, and
+writes it to the grader (fd 3) as a frame of rnnbook.grading.wire. From the first check on,
+no thread can start (a seccomp filter). The grader's modules are gone from sys.modules
+before the first cell; what the runner uses is bound here, at import.
 """
 import builtins
+import gc
+import json
 import linecache
 import mmap
 import os
@@ -14,11 +21,19 @@ import sys
 import traceback
 import types
 
-from rnnbook.grading import monitor
-from rnnbook.grading.defaults import MAX_TEXT
+from rnnbook.grading import confine, monitor
+from rnnbook.grading.defaults import MAX_FRAME, MAX_TEXT
 from rnnbook.grading.wire import decode_value, encode_value, frame
 
-_write, _exit, _getpid = os.write, os._exit, os.getpid        # safe from monkeypatching
+_write, _read, _exit, _getpid, _fstat = os.write, os.read, os._exit, os.getpid, os.fstat
+_watch, _no_threads, _encode, _decode = monitor.watch, confine.no_threads, encode_value, decode_value
+_tuple, _isinstance, _len, _exec, _compile = tuple, isinstance, len, exec, compile
+_loads = json.loads
+CHANNEL_EXIT = 86     # exit status: the notebook replaced or closed the grader's pipes (fd 3, 4)
+
+
+def _refused(*args, **kwargs):
+    raise PermissionError("gc's object lists are not available while grading")
 
 
 class _Capped:
@@ -106,50 +121,56 @@ def _backward(out, grad):
     with one gradient each): the one engine run a hand-written call="autograd" check
     allows (rnnbook.grading.monitor)."""
     import torch
-    outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
-    grads = tuple(grad) if isinstance(grad, (tuple, list)) else (grad,)
-    if len(outs) != len(grads) or not all(isinstance(o, torch.Tensor) for o in outs):
-        raise TypeError(f"apply() must return {len(grads)} tensor(s), got "
-                        f"{type(out).__name__}{f' of {len(outs)}' if len(outs) > 1 else ''}")
+    outs = _tuple(out) if _isinstance(out, (tuple, list)) else (out,)
+    grads = _tuple(grad) if _isinstance(grad, (tuple, list)) else (grad,)
+    if _len(outs) != _len(grads) or not all(type(o) is torch.Tensor for o in outs):
+        raise TypeError(f"apply() must return {_len(grads)} tensor(s), got "
+                        f"{type(out).__name__}{f' of {_len(outs)}' if _len(outs) > 1 else ''}")
     for o, g in zip(outs, grads):
-        if tuple(o.shape) != tuple(g.shape):
-            raise ValueError(f"apply() returned shape {tuple(o.shape)}, expected {tuple(g.shape)}")
-    _RUN_BACKWARD(outs, tuple(g.to(o.dtype) for o, g in zip(outs, grads)), False, False, (),
+        if _tuple(o.shape) != _tuple(g.shape):
+            raise ValueError(f"apply() returned shape {_tuple(o.shape)}, expected {_tuple(g.shape)}")
+    _RUN_BACKWARD(outs, _tuple(g.to(o.dtype) for o, g in zip(outs, grads)), False, False, (),
                   allow_unreachable=True, accumulate_grad=True)
 
 
-def _call(spec, ns, run):
-    """Call the student's function as the check describes; return what it returned.
-    run(f, inference, engine_caller) calls f, under the hand-written rule if there is one."""
-    fn = ns.get(spec["function"])
+def _call(check, inputs, ns, run):
+    """Call the student's function as the check describes; return its value, already
+    encoded (inside the watch: a lazy value cannot compute later). run(f, inference,
+    engine_caller, rule) calls f, watched if the check (or rule) says so."""
+    fn = ns.get(check["function"])
     if fn is None:
-        raise LookupError(f"the notebook defines no `{spec['function']}` "
+        raise LookupError(f"the notebook defines no `{check['function']}` "
                           "(was it deleted or renamed, or did its cell fail?)")
-    args = decode_value(spec["args"])
-    if spec["call"] == "function":
-        return run(lambda: fn(*args), True, None)
-    if spec["call"] == "backward":
-        forward = ns.get(spec["forward"])
+    args = _decode(inputs["args"])
+    if check["call"] == "function":
+        return run(lambda: _encode(fn(*args)), True, None)
+    if check["call"] == "backward":
+        forward = ns.get(check["forward"])
         if forward is None:
-            raise LookupError(f"the notebook defines no `{spec['forward']}` (it is given in the "
+            raise LookupError(f"the notebook defines no `{check['forward']}` (it is given in the "
                               "exercise: restore it)")
-        out = forward(*decode_value(spec["forward_args"]))
-        if not (isinstance(out, tuple) and len(out) == 2):
-            raise TypeError(f"{spec['forward']} must return (output, cache)")
-        return run(lambda: fn(*args, out[1]), True, None)
-    if spec["call"] == "autograd":
+        forward_args = _decode(inputs["forward_args"])
+        rule = check.get("hand_written")
+        autograd = ["autograd"] if rule and "autograd" in rule.get("forbid", ()) else []
+        out = run(lambda: forward(*forward_args), True, None,
+                  {"forbid": autograd, "allow": []} if rule else None)
+        if not (type(out) is tuple and _len(out) == 2):
+            raise TypeError(f"{check['forward']} must return (output, cache)")
+        cache = out[1]
+        del out
+        return run(lambda: _encode(fn(*args, cache)), True, None)
+    if check["call"] == "autograd":
         import torch
         leaves = [torch.tensor(a, requires_grad=True) for a in args]
-        grad = decode_value(spec["grad_output"])
-        grad = [torch.tensor(g) for g in grad] if isinstance(grad, (list, tuple)) else torch.tensor(grad)
+        grad = _decode(inputs["grad_output"])
+        grad = [torch.tensor(g) for g in grad] if _isinstance(grad, (list, tuple)) else torch.tensor(grad)
 
         def both():
             out = fn.apply(*leaves)
             _backward(out, grad)
-            return out
-        out = run(both, False, _backward.__code__)
-        return {"out": out, "grads": [t.grad for t in leaves]}
-    raise ValueError(f"unknown call kind {spec['call']!r}")
+            return _encode({"out": out, "grads": [t.grad for t in leaves]})
+        return run(both, False, _backward.__code__)
+    raise ValueError(f"unknown call kind {check['call']!r}")
 
 
 def _engine_method():
@@ -160,23 +181,62 @@ def _engine_method():
 _RUN_BACKWARD = _engine_method()      # bound before any notebook runs
 
 
+def _identity(fd):
+    st = _fstat(fd)
+    return st.st_dev, st.st_ino
+
+
 class Notebook:
     """The cells, then the checks, of one job's spec; reports over fd 3, then exits."""
 
-    def __init__(self, spec, vm_size, limit, ballast_size):
+    def __init__(self, spec, vm_size, limit, ballast_size, threads_filter=False):
         self.spec, self.vm_size, self.limit = spec, vm_size, limit
-        self.ballast_size = ballast_size
+        self.ballast_size, self.threads_filter = ballast_size, threads_filter
         self.leader = _getpid()
         self.state = {"cap": spec["output_cap"], "written": 0, "dropped": 0}
         self.ballast = [mmap.mmap(-1, ballast_size)]   # address space only, never touched
+        self.channels = {3: _identity(3), 4: _identity(4)}
+        self.buffer = b""
+
+    def _check_channel(self, fd):
+        try:
+            same = _identity(fd) == self.channels[fd]
+        except OSError:
+            same = False
+        if not same:
+            _exit(CHANNEL_EXIT)
 
     def send(self, message):
         if _getpid() != self.leader:
             _exit(0)              # a fork made by the notebook: only the original process reports
+        self._check_channel(3)
         try:
             _write_all(3, frame(message))
         except BaseException:
             _exit(0)
+
+    def receive(self):
+        """The next frame from the grader (fd 4): a check's inputs, or {"end": true}."""
+        self._check_channel(4)
+        while b"\n" not in self.buffer[:12]:
+            data = _read(4, 1 << 16)
+            if not data:
+                return {"end": True}
+            self.buffer += data
+        header, _, rest = self.buffer.partition(b"\n")
+        if not header.isdigit() or int(header) > MAX_FRAME:
+            _exit(CHANNEL_EXIT)
+        length = int(header)
+        chunks, have = [rest], _len(rest)
+        while have < length:
+            data = _read(4, min(1 << 20, length - have))
+            if not data:
+                return {"end": True}
+            chunks.append(data)
+            have += _len(data)
+        data = b"".join(chunks)
+        self.buffer = data[length:]
+        return _loads(data[:length])
 
     def free_ballast(self):
         for b in self.ballast:
@@ -210,6 +270,8 @@ class Notebook:
 
     def run(self):
         sys.stdout, sys.stderr = _Capped(1, self.state), _Capped(2, self.state)
+        for name in ("get_objects", "get_referrers", "get_referents"):
+            setattr(gc, name, _refused)
         main = types.ModuleType("__main__")
         main.__dict__["__builtins__"] = builtins
         main.__dict__["display"] = lambda *objects, **kwargs: None     # IPython's, a no-op here
@@ -222,7 +284,7 @@ class Notebook:
             source = _strip_magics(cell["source"])
             name = f"<cell {cell['number']}>"
             linecache.cache[name] = (len(source), None, source.splitlines(True), name)
-            _, error = self.attempt(lambda: exec(compile(source, name, "exec", dont_inherit=True), ns))
+            _, error = self.attempt(lambda: _exec(_compile(source, name, "exec", dont_inherit=True), ns))
             builtins.__dict__.update(saved_builtins)    # undo monkeypatching of builtins
             held = self.still_held() if error is not None and error["memory"] else False
             self.send({"op": "cell", "index": index, "event": "end", "error": error})
@@ -230,12 +292,22 @@ class Notebook:
                 self.send({"op": "stop", "reason": "memory"})
                 self.send({"op": "done", "dropped": self.state["dropped"]})
                 _exit(0)
-        for k, check in enumerate(self.spec["checks"]):
+        if self.threads_filter:
+            _no_threads()
+        self.send({"op": "checks"})
+        checks = self.spec["checks"]
+        while True:
+            inputs = self.receive()
+            k = inputs.get("index")
+            if type(k) is not int or not 0 <= k < _len(checks):
+                break
             builtins.__dict__.update(saved_builtins)
-            run = self.runner(k, check.get("hand_written"))
-            value, error = self.attempt(lambda: encode_value(_call(check, ns, run)))
+            run = self.runner(k, checks[k].get("hand_written"))
+            value, error = self.attempt(lambda: _call(checks[k], inputs, ns, run))
+            del inputs
             message = ({"op": "check", "index": k, "value": value} if error is None
                        else {"op": "check", "index": k, "error": error})
+            del value
             held = self.still_held() if error is not None and error["memory"] else False
             self.send(message)
             if held:
@@ -245,12 +317,14 @@ class Notebook:
         _exit(0)
 
     def runner(self, k, rule):
-        """How check k calls the student's code: directly, or watched by the monitor."""
-        if not rule:
-            return lambda f, inference, engine_caller: f()
-
+        """How check k calls the student's code: directly, or watched by the monitor (under
+        the check's rule, or the one given for that call)."""
         def report(text):
             self.send({"op": "rule", "index": k, "what": str(text)[:500]})
 
-        return lambda f, inference, engine_caller: monitor.watch(
-            f, rule, report, inference=inference, engine_caller=engine_caller)
+        def run(f, inference, engine_caller, this_rule=None):
+            this_rule = this_rule or rule
+            if not this_rule:
+                return f()
+            return _watch(f, this_rule, report, inference=inference, engine_caller=engine_caller)
+        return run

@@ -4,93 +4,47 @@ With bubblewrap (``bwrap``) on a Linux host that allows namespaces, the fork ser
 (rnnbook.grading.zygote) starts inside a container of its own: new mount, PID, IPC,
 network, UTS and cgroup namespaces; a read-only root holding only the Python environment
 (the virtual environment, the interpreter it points to, /usr and the libraries), a
-students' copy of the rnnbook library (without rnnbook.reference or the grader's own
-modules) and nothing else of the host. When the grader runs as root, bubblewrap gives
-the fork server only CAP_SETUID and CAP_SETGID, which it uses at once to become the
-unprivileged user ``defaults.SANDBOX_UID``; otherwise bubblewrap maps the grader's own
-user into a user namespace. Each notebook's process then gets namespaces of its own
+students' copy of the rnnbook library (without rnnbook.reference or the grader) and the
+sandbox's side of the grader apart from it (rnnbook.grading.stage), nothing else of the
+host. When the grader runs as root, bubblewrap gives the fork server only CAP_SETUID and
+CAP_SETGID, which it uses at once to become the unprivileged user
+``defaults.SANDBOX_UID``; otherwise bubblewrap maps the grader's own user into a user
+namespace. Each notebook's process then gets namespaces of its own
 (rnnbook.grading.confine). The isolation mode is "namespaces".
 
-Without bubblewrap, or where it cannot make namespaces, the fork server runs as a plain
-process: as the unprivileged user SANDBOX_UID when the grader is root and that user can
-run the Python environment (as in Gradescope's container), else as the grader's user.
-The notebook's process keeps its rlimits and, on x86-64, its seccomp filter, but can
-read what that user can. The isolation mode is "none".
+Without namespaces (no bubblewrap, or a host that refuses them) the mode is "none":
+
+- "uids", the grader is root: the fork server keeps only CAP_SETUID, CAP_SETGID and
+  CAP_KILL, and each notebook runs as a host user of its own (defaults.JOB_UIDS), never
+  root: from a private copy of the interpreter when other users cannot reach it
+  (stage.mirror_python). If no such user can run the environment, the grader refuses
+  (exit status 2) unless it is told to run notebooks as root (``as_grader``).
+- "plain", the grader is not root: notebooks run as the grader's user, confined by
+  Landlock to their working folder; without Landlock the grader refuses unless
+  ``as_grader``.
+
+Every notebook keeps its rlimits and, on x86-64, its seccomp filter; with Landlock (Linux
+>= 5.13) it sees nothing of the file system but the Python environment (read-only) and
+its own working folder.
 """
 import json
 import os
+import pwd
+import secrets
 import select
 import shutil
-import site
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from rnnbook.grading.defaults import JOB_DIR, LIB_DIR, MPL_DIR, SANDBOX_UID, START_TIMEOUT_S
-
-PACKAGE = Path(__file__).resolve().parents[1]          # rnnbook/
-SANDBOX_MODULES = ("defaults", "wire", "confine", "monitor", "child", "runner", "zygote")
-NOT_FOR_STUDENTS = ("reference", "assign", "autograder", "bench", "grade", "sandbox", "__main__")
+from rnnbook.grading.defaults import (GRADER_DIR, JOB_DIR, JOB_UIDS, LIB_DIR, MPL_DIR,
+                                      SANDBOX_UID, START_TIMEOUT_S)
+from rnnbook.grading.stage import mirror_python, python_paths, stage_grader, stage_library
 
 
-STUB = '''"""{name} is not available while grading: it holds the grader's references.
-(A notebook may import it; self-check cells, which use it, do not run while grading.)"""
-
-
-def __getattr__(name):
-    raise AttributeError(f"{name}.{{name}} is not available while grading (the grader's "
-                         "references); self-check cells do not run while grading")
-'''
-
-
-def stage_library(dest):
-    """Copy into dest/rnnbook what notebooks may import: every module of the library but
-    rnnbook.reference (the answers: replaced by a module that refuses every attribute) and
-    the course tools; of rnnbook.grading only the modules that run in the sandbox."""
-    target = Path(dest) / "rnnbook"
-    for src in sorted(PACKAGE.rglob("*")):
-        rel = src.relative_to(PACKAGE)
-        parts = rel.parts
-        if "__pycache__" in parts or src.suffix == ".pyc" or src.is_symlink():
-            continue
-        if len(parts) == 1 and Path(parts[0]).stem.startswith(NOT_FOR_STUDENTS):
-            if src.suffix == ".py" and src.stem.startswith("reference"):
-                (target / rel).parent.mkdir(parents=True, exist_ok=True)
-                (target / rel).write_text(STUB.format(name=f"rnnbook.{src.stem}"))
-                os.chmod(target / rel, 0o644)
-            continue
-        if parts[0] == "grading" and (len(parts) != 2 or Path(parts[1]).stem not in SANDBOX_MODULES):
-            continue
-        out = target / rel
-        if src.is_dir():
-            out.mkdir(parents=True, exist_ok=True)
-            os.chmod(out, 0o755)
-        elif src.is_file():
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, out)
-            os.chmod(out, 0o644)
-    (target / "grading").mkdir(parents=True, exist_ok=True)
-    (target / "grading" / "__init__.py").write_text('"""The sandbox side of rnnbook.grading."""\n')
-    for d in (Path(dest), target, target / "grading"):
-        os.chmod(d, 0o755)
-    os.chmod(target / "grading" / "__init__.py", 0o644)
-    return target
-
-
-def python_paths():
-    """(folders to mount read-only, site-packages folders to put on sys.path)."""
-    sites = [p for p in site.getsitepackages() if os.path.isdir(p)]
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-             os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))} | set(sites)
-    roots = sorted(({os.path.realpath(p) for p in roots if os.path.isdir(p)}
-                    | {os.path.abspath(p) for p in roots if os.path.isdir(p)}) - {"/"})
-    keep = [p for p in roots if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in roots)]
-    return keep, sites
-
-
-def bwrap_command(lib, mpl, as_root):
+def bwrap_command(lib, grader, mpl, as_root):
     binds, _ = python_paths()
     cmd = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc",
            "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
@@ -112,14 +66,14 @@ def bwrap_command(lib, mpl, as_root):
     for path in binds:
         if path == "/usr" or path.startswith("/usr/"):
             continue
-        parents = Path(path).parents
-        for parent in reversed(parents):
+        for parent in reversed(Path(path).parents):
             p = str(parent)
             if p not in made:
                 cmd += ["--perms", "0755", "--dir", p]
                 made.add(p)
         cmd += ["--ro-bind", path, path]
     cmd += ["--perms", "0755", "--dir", "/sandbox", "--ro-bind", str(lib), LIB_DIR,
+            "--ro-bind", str(grader), GRADER_DIR,
             "--dir", JOB_DIR, "--dir", "/tmp", "--proc", "/proc", "--dev", "/dev",
             "--bind", str(mpl), MPL_DIR,
             "--remount-ro", "/", "--chdir", "/", "--clearenv"]
@@ -133,6 +87,7 @@ def matplotlib_cache(folder):
     list when there is one (building it costs the fork server a second)."""
     folder = Path(folder)
     folder.mkdir(exist_ok=True)
+    os.chmod(folder, 0o755)
     home = os.environ.get("MPLCONFIGDIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "matplotlib")
     try:
@@ -151,30 +106,32 @@ def sandbox_env(mpl_dir):
             "MKL_NUM_THREADS": "1"}
 
 
-def boot_code(lib, drop_to, fd, namespaces):
-    _, sites = python_paths()
+def boot_code(lib, grader, sites, drop_to, fd, config):
     drop = (f"os.setgroups([]); os.setgid({drop_to}); os.setuid({drop_to})\n"
             if drop_to is not None else "")
     return (f"import os, sys\n{drop}sys.path[:0] = [{str(lib)!r}]\nsys.path += {sites!r}\n"
-            f"from rnnbook.grading import zygote\nzygote.main({fd}, {namespaces!r})\n")
+            "import importlib.util, rnnbook\n"
+            f"spec = importlib.util.spec_from_file_location('rnnbook.grading', "
+            f"{os.path.join(str(grader), '__init__.py')!r}, submodule_search_locations=[{str(grader)!r}])\n"
+            "sys.modules['rnnbook.grading'] = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(sys.modules['rnnbook.grading'])\n"
+            f"from rnnbook.grading import zygote\nzygote.main({fd}, {config!r})\n")
 
 
 class Sandbox:
-    """The fork server process and its control socket. ``how`` is "bwrap", "nobody" (a
-    plain process as SANDBOX_UID) or "plain" (as the grader's user), tried in that order."""
+    """The fork server process and its control socket. ``how`` is "bwrap", "uids" (as
+    root without namespaces) or "plain" (as the grader's user), tried in that order."""
 
-    def __init__(self, base, isolation="auto", log=print):
-        self.base, self.log = Path(base), log
-        self.lib = self.base / "lib"
+    def __init__(self, base, isolation="auto", log=print, mirror=True, landlock=True):
+        self.base, self.log, self.mirror, self.landlock = Path(base), log, mirror, landlock
+        self.lib, self.grader = self.base / "lib", self.base / "grader"
         if not self.lib.exists():
             stage_library(self.lib)
-        self.ways = []
-        if isolation == "auto" and shutil.which("bwrap"):
-            self.ways.append("bwrap")
-        if os.geteuid() == 0:
-            self.ways.append("nobody")
-        self.ways.append("plain")
-        self.namespaces, self.seccomp = False, False
+            stage_grader(self.grader)
+        self.ways = ["bwrap"] if isolation == "auto" and shutil.which("bwrap") else []
+        self.ways.append("uids" if os.geteuid() == 0 else "plain")
+        self.namespaces, self.seccomp, self.landlock_abi, self.uid_ok = False, False, 0, False
+        self.as_grader, self.uids = False, set()
         self.why = "" if self.ways[0] == "bwrap" or isolation == "none" else \
             "bubblewrap (bwrap) is not installed"
         self._spawn()
@@ -183,7 +140,7 @@ class Sandbox:
         while True:
             try:
                 return self._spawn_next()
-            except OSError as e:            # e.g. the user cannot run this Python
+            except OSError as e:            # e.g. this Python cannot be run
                 self.why = f"{self.how}: {e}"
                 if not self.ways:
                     raise RuntimeError(f"the grading sandbox did not start ({e})") from e
@@ -192,27 +149,38 @@ class Sandbox:
         self.how = self.ways.pop(0)
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         as_root = os.geteuid() == 0
-        fd, user = theirs.fileno(), None
+        fd = theirs.fileno()
         mpl = matplotlib_cache(self.base / f"mpl-{self.how}")
-        if self.how != "plain" and as_root:
-            os.chown(mpl, SANDBOX_UID, SANDBOX_UID)
-        if self.how == "nobody":
-            os.chmod(self.base, 0o711)          # to its lib, mpl and work folders only
+        exe, sites = sys.executable, python_paths()[1]
         if self.how == "bwrap":
-            boot = boot_code(LIB_DIR, SANDBOX_UID if as_root else None, fd, True)
-            cmd, env = bwrap_command(self.lib, mpl, as_root), None
+            if as_root:
+                os.chown(mpl, SANDBOX_UID, SANDBOX_UID)
+            config = {"namespaces": True, "uids": False, "landlock": False}
+            boot = boot_code(LIB_DIR, GRADER_DIR, sites, SANDBOX_UID if as_root else None, fd, config)
+            cmd = bwrap_command(self.lib, self.grader, mpl, as_root)
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
         else:
-            user = SANDBOX_UID if self.how == "nobody" else None
-            boot = boot_code(self.lib, None, fd, False)
-            cmd, env = [], sandbox_env(str(mpl))
-        cmd += [sys.executable, "-I", "-S", "-B", "-c", boot]
+            os.chmod(self.base, 0o711)          # its lib, grader, mpl and work folders only
+            env = sandbox_env(str(mpl))
+            mirrored = mirror_python(self.base / "py") if self.how == "uids" and self.mirror else None
+            if mirrored:
+                exe, env["LD_LIBRARY_PATH"], sites = mirrored
+            roots = [str(self.base / "py")] + sites if mirrored else python_paths()[0]
+            read = roots + ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+                            "/etc/ld.so.cache", "/etc/fonts", "/etc/localtime", str(self.lib),
+                            str(mpl), "/dev/urandom", "/dev/random", "/dev/zero",
+                            "/sys/devices/system/cpu"]
+            config = {"namespaces": False, "uids": self.how == "uids", "landlock": self.landlock,
+                      "read_only": read, "probe_uid": self.job_uid() if self.how == "uids" else None}
+            boot = boot_code(self.lib, self.grader, sites, None, fd, config)
+            cmd = []
+        cmd += [exe, "-I", "-S", "-B", "-c", boot]
         self.log_path = self.base / "sandbox.log"
         try:
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(cmd, env=env, cwd="/", pass_fds=[fd],
                                              stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                             start_new_session=True, user=user, group=user,
-                                             extra_groups=[] if user else None)
+                                             start_new_session=True)
         except OSError:
             self.sock.close()
             raise
@@ -220,13 +188,55 @@ class Sandbox:
             theirs.close()
         self.sock.settimeout(30)
 
-    def workdir(self, path):
-        """Make a notebook's working folder (without namespaces) for the fork server's user."""
-        os.makedirs(os.path.dirname(path), mode=0o700)
-        os.mkdir(path, mode=0o700)
-        if self.how == "nobody":
-            os.chmod(os.path.dirname(path), 0o711)
-            os.chown(path, SANDBOX_UID, SANDBOX_UID)
+    def job_uid(self):
+        """A host user id of its own for a notebook (mode "uids"), else None: from
+        defaults.JOB_UIDS, not in passwd, not given to another running notebook."""
+        if (getattr(self, "how", "uids") != "uids") or self.as_grader:
+            return None
+        start, count = JOB_UIDS
+        while True:
+            uid = start + secrets.randbelow(count)
+            try:
+                pwd.getpwuid(uid)
+            except KeyError:
+                if uid not in self.uids:
+                    self.uids.add(uid)
+                    return uid
+
+    def workdir(self, uid):
+        """(folder, working folder) of a notebook without namespaces: an unguessable name;
+        the working folder 0700, owned by the notebook's user."""
+        folder = self.base / f"j{secrets.token_hex(12)}"
+        os.mkdir(folder, 0o711)
+        os.chmod(folder, 0o711)
+        work = folder / "work"
+        os.mkdir(work, 0o700)
+        if uid is not None:
+            os.chown(work, uid, uid)
+        return str(folder), str(work)
+
+    def release(self, uid):
+        """After a notebook ran as uid: remove what it left in the shared temporary
+        folders (/tmp, /var/tmp, /dev/shm and their world-writable folders)."""
+        if uid is None:
+            return
+        self.uids.discard(uid)
+        for top in ("/tmp", "/var/tmp", "/dev/shm"):
+            for path in _entries(top):
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if st.st_uid == uid:
+                    _remove(path)
+                elif path.count("/") == top.count("/") + 1 and os.path.isdir(path) \
+                        and not os.path.islink(path) and st.st_mode & 0o002:
+                    for inner in _entries(path):
+                        try:
+                            if os.lstat(inner).st_uid == uid:
+                                _remove(inner)
+                        except OSError:
+                            pass
 
     def wait_ready(self, timeout=START_TIMEOUT_S):
         """Wait for the fork server; falls back to no bubblewrap if it cannot start in one."""
@@ -238,6 +248,7 @@ class Sandbox:
                 if data:
                     info = json.loads(data)
                     self.namespaces, self.seccomp = bool(info["namespaces"]), bool(info["seccomp"])
+                    self.landlock_abi, self.uid_ok = int(info.get("landlock") or 0), bool(info.get("uid_ok"))
                     if not self.namespaces:
                         self.why = self.why or info.get("why", "")
                     if self.how == "bwrap" and not self.namespaces and self.ways:
@@ -256,8 +267,12 @@ class Sandbox:
 
     @property
     def user(self):
-        """The host user the notebooks run as (None: the grader's)."""
-        return SANDBOX_UID if self.how == "nobody" or (self.how == "bwrap" and os.geteuid() == 0) else None
+        """Who the notebooks run as, in words."""
+        if self.how == "uids":
+            return "root" if self.as_grader else "a user of its own"
+        if self.how == "bwrap" and os.geteuid() == 0:
+            return f"user {SANDBOX_UID}"
+        return "the grader's user"
 
     @property
     def mode(self):
@@ -299,3 +314,21 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+
+
+def _entries(folder, limit=20000):
+    try:
+        with os.scandir(folder) as it:
+            return [e.path for _, e in zip(range(limit), it)]
+    except OSError:
+        return []
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass

@@ -11,8 +11,10 @@ from rnnbook.grading.defaults import MAX_DEPTH, MAX_FRAME, MAX_ITEMS, MAX_TEXT, 
 
 # Bound once, so that a notebook that monkeypatches them changes nothing here.
 _dumps, _b64encode = json.dumps, base64.b64encode
-_asarray = np.asarray
-_ndarray, _generic, _integer, _floating = np.ndarray, np.generic, np.integer, np.floating
+_asarray, _repr, _dict_items = np.asarray, float.__repr__, dict.items
+_ndarray = np.ndarray
+_SCALARS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.generic)
+                     and t.__module__ == "numpy")         # numpy's own scalar types only
 
 __all__ = ["MAX_TEXT", "WireError", "frame", "FrameReader", "encode_value", "decode_value",
            "Other", "describe_value"]
@@ -80,27 +82,32 @@ class FrameReader:
 
 
 def encode_value(obj, budget=None, depth=0):
-    """A return value (arrays, tensors, numbers, tuples, lists, dicts, None) as JSON."""
+    """A return value as JSON: only values of these exact types are read (never a subclass,
+    whose methods a notebook could override): None, bool, int, float, str, numpy arrays and
+    numpy's own scalars, torch.Tensor, tuple, list, dict (str keys). Anything else is sent as
+    ``Other`` (its type's name)."""
     if budget is None:
         budget = [MAX_VALUE_BYTES]
     if depth > MAX_DEPTH:
         raise ValueError("the value is nested too deeply")
+    t = type(obj)
     if obj is None:
         return {"t": "none"}
-    if isinstance(obj, bool):
-        return {"t": "bool", "v": bool(obj)}
-    if isinstance(obj, str):
+    if t is bool:
+        return {"t": "bool", "v": obj}
+    if t is str:
         return {"t": "str", "v": obj[:200]}
-    if isinstance(obj, int) and not isinstance(obj, _integer):
+    if t is int:
         if not -2**63 <= obj < 2**63:
             raise ValueError("an integer too large to send")
-        return {"t": "int", "v": int(obj)}
-    if isinstance(obj, float) and not isinstance(obj, _floating):
-        return {"t": "float", "v": repr(float(obj))}
+        return {"t": "int", "v": obj}
+    if t is float:
+        return {"t": "float", "v": _repr(obj)}
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(obj, torch.Tensor):
+    if torch is not None and t is torch.Tensor:
         obj = obj.detach().cpu().resolve_conj().resolve_neg().numpy()
-    if isinstance(obj, (_ndarray, _generic)):
+        t = type(obj)
+    if t is _ndarray or t in _SCALARS:
         a = _asarray(obj)
         if a.dtype.kind not in "biuf":
             raise ValueError(f"arrays of dtype {a.dtype} are not accepted")
@@ -113,21 +120,21 @@ def encode_value(obj, budget=None, depth=0):
         budget[0] -= a.nbytes
         return {"t": "array", "dtype": dt.str, "shape": list(a.shape),
                 "data": _b64encode(a.tobytes(order="C")).decode()}
-    if isinstance(obj, (tuple, list)):
+    if t is tuple or t is list:
         if len(obj) > MAX_ITEMS:
-            raise ValueError(f"a {type(obj).__name__} of {len(obj)} items is too long")
-        return {"t": "list", "kind": "tuple" if isinstance(obj, tuple) else "list",
+            raise ValueError(f"a {t.__name__} of {len(obj)} items is too long")
+        return {"t": "list", "kind": "tuple" if t is tuple else "list",
                 "items": [encode_value(x, budget, depth + 1) for x in obj]}
-    if isinstance(obj, dict):
+    if t is dict:
         if len(obj) > MAX_ITEMS:
             raise ValueError(f"a dict of {len(obj)} items is too long")
         items = []
-        for k, v in obj.items():
-            if not isinstance(k, str):
+        for k, v in _dict_items(obj):
+            if type(k) is not str:
                 raise ValueError(f"dict keys must be strings, got {type(k).__name__}")
             items.append([k[:100], encode_value(v, budget, depth + 1)])
         return {"t": "dict", "items": items}
-    return {"t": "other", "type": type(obj).__name__[:100]}
+    return {"t": "other", "type": str(type.__getattribute__(t, "__name__"))[:100]}
 
 
 def decode_value(node, budget=None, depth=0):

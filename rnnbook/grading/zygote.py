@@ -3,7 +3,8 @@ Runs in the sandbox (inside bubblewrap when the host allows it), as an unprivile
 it never reads a notebook's results, the seed, the checks or the references.
 
     coordinator --control socket (SEQPACKET, JSON, passed fds)--> fork server
-        {"op": "run", "job": id} + [spec fd, output fd]   ->  fork; child.job_main
+        {"op": "run", "job": id, "uid": uid} + [spec fd, output pipe, inputs pipe]
+                                                           ->  fork; child.job_main
         <- {"op": "started", "job": id, "pid": pid} + [read end of the job's pipe]
         <- {"op": "exited", "job": id, "status": wait status}
         {"op": "kill", "job": id}                          ->  SIGKILL its process
@@ -23,7 +24,10 @@ from rnnbook.grading import confine
 from rnnbook.grading.defaults import JOB_DIR, JOB_UID
 
 
-def main(control_fd, want_namespaces):
+def main(control_fd, config):
+    """config: {"namespaces": wanted, "uids": each notebook as a host user of its own
+    (root without namespaces), "landlock": wanted, "read_only": what Landlock lets a
+    notebook read, "probe_uid": a user id to test the environment with}."""
     sys.dont_write_bytecode = True
     import numpy  # noqa: F401
     import torch  # noqa: F401  (imported, never run: forking after running it is unsafe)
@@ -37,16 +41,55 @@ def main(control_fd, want_namespaces):
             __import__(name)
         except ImportError:
             pass
-    from rnnbook.grading import child
+    from rnnbook.grading import child, monitor
+    monitor.prepare()                  # the library's files and fingerprints, once
     confine.prctl(confine.PR_SET_PDEATHSIG, signal.SIGKILL)     # die with the coordinator
     confine.prctl(confine.PR_SET_CHILD_SUBREAPER, 1)           # escaped descendants come back
+    if config["uids"]:
+        confine.keep_capabilities([CAP_KILL, CAP_SETGID, CAP_SETUID])
     sock = socket.socket(fileno=control_fd)
-    namespaces, seccomp, why = _confinement(want_namespaces)
-    config = {"namespaces": namespaces, "seccomp": seccomp,
-              "mpl_dir": os.environ.get("MPLCONFIGDIR", "/nonexistent/mpl")}
+    namespaces, seccomp, why = _confinement(config["namespaces"])
+    abi = confine.landlock_abi() if config.get("landlock") and not namespaces else 0
+    uid_ok, why_uid = _probe_user(config["probe_uid"]) if config.get("probe_uid") else (False, "")
+    job_config = {"namespaces": namespaces, "seccomp": seccomp, "landlock": abi > 0,
+                  "read_only": config.get("read_only", []), "uids": config["uids"],
+                  "mpl_dir": os.environ.get("MPLCONFIGDIR", "/nonexistent/mpl")}
     sock.send(json.dumps({"op": "ready", "namespaces": namespaces, "seccomp": seccomp,
-                          "why": why, "pid": os.getpid()}).encode())
-    _serve(sock, config, child.job_main)
+                          "landlock": abi, "uid_ok": uid_ok, "why": why or why_uid,
+                          "pid": os.getpid()}).encode())
+    _serve(sock, job_config, child.job_main)
+
+
+CAP_KILL, CAP_SETGID, CAP_SETUID = 5, 6, 7
+
+
+def _probe_user(uid):
+    """Whether host user uid can run this Python: read the standard library, numpy, the
+    students' rnnbook and the matplotlib cache (what a notebook may import later)."""
+    import numpy
+    import rnnbook
+    paths = [os.__file__, numpy.__file__, rnnbook.__file__, os.environ.get("MPLCONFIGDIR", "/")]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            confine.become(uid)
+            for p in paths:
+                if os.path.isdir(p):
+                    os.listdir(p)
+                else:
+                    with open(p, "rb") as f:
+                        f.read(1)
+            os._exit(0)
+        except BaseException as e:
+            os.write(w, f"{type(e).__name__}: {e}".encode()[:500])
+            os._exit(1)
+    os.close(w)
+    why = os.read(r, 1000).decode(errors="replace")
+    os.close(r)
+    ok = os.waitpid(pid, 0)[1] == 0
+    return ok, ("" if ok else f"user {uid} cannot run this Python environment ({why})")
 
 
 def _ipython():
@@ -103,7 +146,7 @@ def _probe(namespaces, only_namespaces):
                 inner = os.fork()
                 if inner:
                     os._exit(os.waitstatus_to_exitcode(os.waitpid(inner, 0)[1]) & 0xFF)
-                confine.private_filesystem(JOB_DIR, 1, JOB_UID, read_only=("/dev",))
+                confine.private_filesystem(JOB_DIR, 1, 64, JOB_UID, read_only=("/dev",))
             if not only_namespaces:
                 confine.drop_privileges()
                 confine.seccomp()
@@ -145,8 +188,8 @@ def _serve(sock, config, job_main):
                 if not data:
                     break
                 msg = json.loads(data)
-                if msg["op"] == "run" and len(fds) == 2:
-                    _start(sock, msg["job"], fds, config, job_main, jobs)
+                if msg["op"] == "run" and len(fds) == 3:
+                    _start(sock, msg["job"], fds, dict(config, uid=msg.get("uid")), job_main, jobs)
                 elif msg["op"] == "kill":
                     for pid, job in jobs.items():
                         if job == msg["job"]:
@@ -177,7 +220,7 @@ def _start(sock, job, fds, config, job_main, jobs):
         try:
             os.close(r)
             sock.close()
-            job_main(fds[0], fds[1], w, config)
+            job_main(fds[0], fds[1], fds[2], w, config)
         finally:
             os._exit(70)
     os.close(w)
