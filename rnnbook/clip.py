@@ -15,7 +15,11 @@ which shortens g and keeps its direction. The book lists it in five steps: (1) c
 tau, (2) compute ||g||, (3) compare, (4) rescale, (5) update; ``clip_grad_norm`` does
 steps 2-4 (its comments say which), the optimizer step 5. Like PyTorch, ``clip_grad_norm`` multiplies
 every gradient by min(1, max_norm / (total_norm + 1e-6)): the 1e-6 guards against a
-division by zero, and makes the clipped norm a hair below max_norm.
+division by zero, and makes the clipped norm a hair below max_norm (by the factor
+total_norm / (total_norm + 1e-6)); it also scales, by a hair, a gradient whose norm is
+within 1e-6 below max_norm. As in PyTorch, norms and factor are computed in the
+gradients' dtype: float32 gradients get a float32 norm, which overflows to inf (and
+the gradients are multiplied by 0) when their squares overflow, as torch's does.
 
 Value clipping clamps every entry to [-clip_value, clip_value] (book 3.12); it changes the
 direction of g whenever some entries are clamped and others are not.
@@ -68,23 +72,30 @@ def _check_threshold(name, value):
 
 
 def _norms(grads):
-    """The 2-norm of each array, in float64 (as PyTorch: one norm per tensor first)."""
+    """The 2-norm of each array, computed in the array's own floating dtype (as PyTorch:
+    one norm per tensor first; float32 squares overflow to inf above about 1.8e19).
+    Returns {key: NumPy scalar of that dtype}."""
+    out = {}
     with np.errstate(over="ignore", invalid="ignore"):
-        return {k: float(np.sqrt(np.sum(np.square(a, dtype=np.float64))))
-                for k, a in grads.items()}
+        for k, a in grads.items():
+            a = a if np.issubdtype(a.dtype, np.floating) else a.astype(np.float64)
+            out[k] = np.sqrt(np.sum(np.square(a)))
+    return out
 
 
 def _total_norm(grads):
-    """The norm of the per-array norms: ||g||_2 of everything stacked."""
-    norms = np.array(list(_norms(grads).values()))
+    """The norm of the per-array norms: ||g||_2 of everything stacked, in the dtype the
+    per-array norms promote to (float32 when every array is float32, as PyTorch)."""
+    norms = list(_norms(grads).values())
+    norms = np.array(norms, dtype=np.result_type(*norms))
     with np.errstate(over="ignore", invalid="ignore"):
-        return float(np.sqrt(np.sum(norms ** 2)))
+        return np.sqrt(np.sum(norms * norms))
 
 
 def global_norm(grads):
     """||g||_2 of all arrays of ``grads`` stacked into one vector, a float
     (inf or NaN when an entry is)."""
-    return _total_norm(_check_grads(grads))
+    return float(_total_norm(_check_grads(grads)))
 
 
 def clip_grad_norm(grads, max_norm, error_if_nonfinite=False):
@@ -93,18 +104,24 @@ def clip_grad_norm(grads, max_norm, error_if_nonfinite=False):
     grads     -- dict of arrays (any shapes); max_norm -- threshold tau >= 0
     Returns (clipped, total_norm): a new dict, every array multiplied by
     min(1, max_norm / (total_norm + 1e-6)), and the norm BEFORE clipping (a float).
+    Norm and factor are computed in the gradients' dtype, as PyTorch does: for float32
+    gradients they are float32 (the total norm overflows to inf when the squares do,
+    and the gradients are then multiplied by 0), so that the result equals torch's.
     """
     grads = _check_grads(grads)
     max_norm = _check_threshold("max_norm", max_norm)
     total_norm = _total_norm(grads)                         # step 2: ||g||
-    if error_if_nonfinite and not math.isfinite(total_norm):
-        raise ValueError(f"grads has a non-finite total norm ({total_norm}); "
+    if error_if_nonfinite and not np.isfinite(total_norm):
+        raise ValueError(f"grads has a non-finite total norm, {float(total_norm)}; "
                          "error_if_nonfinite=True")
-    coef = max_norm / (total_norm + EPS)                    # step 3: compare
-    coef = coef if math.isnan(coef) else min(coef, 1.0)     # (as torch: NaN stays)
-    with np.errstate(invalid="ignore"):
-        return ({k: (a * coef).astype(a.dtype, copy=False)  # step 4: rescale
-                 for k, a in grads.items()}, total_norm)
+    kind = total_norm.dtype.type              # float32 stays float32, as in torch
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        coef = kind(max_norm) / (total_norm + kind(EPS))    # step 3: compare
+        if not np.isnan(coef):                              # (as torch: NaN stays)
+            coef = min(coef, kind(1.0))
+        clipped = {k: (a * a.dtype.type(coef)).astype(a.dtype, copy=False)
+                   for k, a in grads.items()}               # step 4: rescale
+    return clipped, float(total_norm)
 
 
 def clip_grad_value(grads, clip_value):
@@ -123,12 +140,14 @@ def clip_grad_norm_per_parameter(grads, max_norm):
 
     grads -- dict of arrays; max_norm -- threshold >= 0
     Returns (clipped, norms): a new dict, each array with norm > max_norm multiplied
-    by max_norm / norm, and {key: its norm before clipping}.
+    by max_norm / norm, and {key: its norm before clipping (a float)}. Norms and factors
+    are computed in each array's dtype.
     """
     grads = _check_grads(grads)
     max_norm = _check_threshold("max_norm", max_norm)
     norms = _norms(grads)
     with np.errstate(over="ignore", invalid="ignore"):
-        clipped = {k: (a * (max_norm / norms[k])).astype(a.dtype, copy=False)
+        clipped = {k: (a * a.dtype.type(norms[k].dtype.type(max_norm) / norms[k]))
+                   .astype(a.dtype, copy=False)
                    if norms[k] > max_norm else a.copy() for k, a in grads.items()}
-    return clipped, norms
+    return clipped, {k: float(v) for k, v in norms.items()}

@@ -31,9 +31,10 @@ Everything else:
 
 ``fit`` draws a fresh batch ``task(rng)`` every step (e.g.
 ``functools.partial(rnnbook.tasks.adding, T=50, N=32)``), computes loss and gradients
-(the cell's backward plus the head's), records the global gradient norm, clips (``clip``:
-None, a float max_norm for ``rnnbook.clip.clip_grad_norm``, or any function
-grads -> grads), and updates all parameters (the cell's and the head's, one dict) with
+(the cell's backward plus the head's), records the global gradient norm and, apart, the
+norms of the cell's and of the head's gradients, clips (``clip``: None, a float max_norm
+for ``rnnbook.clip.clip_grad_norm``, or any function grads -> grads), and updates the
+parameters (the cell's and the head's, one dict; ``frozen`` names any kept fixed) with
 the optimizer. It stops early when the loss or the gradient stops being finite, or an
 update makes a parameter non-finite, and says at which step (``Result.diverged_at``).
 Floating-point warnings are silenced inside the loop (the history shows them).
@@ -263,9 +264,13 @@ class Result:
 
     params, head -- the trained parameters (those before the failing step if it diverged)
     history      -- dict of arrays of length ``steps``, one entry per step (NaN after a
-                    divergence): "loss"; "grad_norm", the global 2-norm of all gradients
-                    before clipping; "clipped", 1.0 when clipping changed the gradient
-                    (with a float ``clip``: grad_norm > clip), else 0.0; "accuracy" with
+                    divergence): "loss"; "grad_norm", the global 2-norm of the gradients
+                    of all trained parameters (all but ``frozen``) before clipping, the
+                    norm that clipping tests; "grad_norm_cell" and "grad_norm_head", the
+                    2-norms of the cell's gradients and of the head's (V, c), frozen or
+                    not, before clipping; "clipped", 1.0 when clipping scaled or changed
+                    the gradient (with a float ``clip``: when its factor
+                    clip / (grad_norm + 1e-6) is below 1), else 0.0; "accuracy" with
                     cross_entropy (share of correct argmax predictions)
     diverged_at  -- the first step whose loss or gradient was not finite, or whose update
                     made a parameter non-finite; None if training ran to the end
@@ -280,7 +285,7 @@ class Result:
 
 def fit(cell, params, task, steps, *, lr, optimizer="sgd", loss="mse", where="last",
         head=None, outputs=None, clip=None, weight_decay=0.0, seed=0, cell_kwargs=None,
-        progress=None, desc=None):
+        progress=None, desc=None, frozen=()):
     """Train ``cell`` (with its parameters ``params``) and a linear head on ``task``.
 
     cell      -- a cell module (rnnbook.rnn, rnnbook.residual, ...)
@@ -299,6 +304,10 @@ def fit(cell, params, task, steps, *, lr, optimizer="sgd", loss="mse", where="la
     seed      -- seeds the batches (and the default head)
     cell_kwargs -- passed to cell.forward, e.g. {"reset": "after"} for the GRU
     progress  -- a tqdm bar: True, False, or None (only when stderr is a terminal)
+    frozen    -- names of parameters (the cell's or the head's "V", "c") kept at their
+                 initial values: their gradients are computed and their norms recorded,
+                 but they are neither clipped nor counted in "grad_norm", nor updated
+                 (like torch parameters with requires_grad=False)
     Returns a ``Result``.
     """
     steps = _positive_int("steps", steps, zero=True)
@@ -315,6 +324,7 @@ def fit(cell, params, task, steps, *, lr, optimizer="sgd", loss="mse", where="la
     rng = np.random.default_rng(seed)
     params = {k: np.asarray(v, dtype=np.float64).copy() for k, v in params.items()}
     D = _state_size(params)
+    frozen = _frozen(frozen, params)
     if isinstance(optimizer, str):
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd', 'adam' or an object with step(), "
@@ -326,7 +336,8 @@ def fit(cell, params, task, steps, *, lr, optimizer="sgd", loss="mse", where="la
         raise ValueError(f"optimizer must be 'sgd', 'adam' or an object with step(), "
                          f"got {optimizer!r}")
 
-    history = {name: np.full(steps, np.nan) for name in ("loss", "grad_norm", "clipped")}
+    history = {name: np.full(steps, np.nan) for name in
+               ("loss", "grad_norm", "grad_norm_cell", "grad_norm_head", "clipped")}
     if loss == "cross_entropy":
         history["accuracy"] = np.full(steps, np.nan)
     diverged_at, start = None, time.perf_counter()
@@ -352,10 +363,13 @@ def fit(cell, params, task, steps, *, lr, optimizer="sgd", loss="mse", where="la
                 history["loss"][s] = value
                 diverged_at = s
                 break
-            grads = {**cell.backward(dhs, cache)[-1], **dhead}
+            dcell = cell.backward(dhs, cache)[-1]
+            history["grad_norm_cell"][s] = _clip.global_norm(dcell)
+            history["grad_norm_head"][s] = _clip.global_norm(dhead)
+            grads = {k: g for k, g in {**dcell, **dhead}.items() if k not in frozen}
             if max_norm is not None:                     # clip_grad_norm: its norm
                 clipped, norm = _clip.clip_grad_norm(grads, max_norm)
-                fired = norm > max_norm
+                fired = max_norm / (norm + _clip.EPS) < 1.0   # it scaled the gradient
             else:
                 norm = _clip.global_norm(grads)
                 clipped = grads if clip_fn is None else clip_fn(grads)
@@ -370,17 +384,37 @@ def fit(cell, params, task, steps, *, lr, optimizer="sgd", loss="mse", where="la
                 break
             history["clipped"][s] = float(fired)
             grads = clipped
-            new = opt.step({**params, **head}, grads)
+            new = opt.step({k: v for k, v in {**params, **head}.items()
+                            if k not in frozen}, grads)
         if not all(np.all(np.isfinite(v)) for v in new.values()):
             diverged_at = s
             break
-        params = {k: new[k] for k in params}
-        head = {k: new[k] for k in head}
+        params = {k: new.get(k, v) for k, v in params.items()}
+        head = {k: new.get(k, v) for k, v in head.items()}
         bar.update(1)
         if s % 10 == 0 or s == steps - 1:
             bar.set_postfix(loss=f"{value:.3g}", norm=f"{norm:.3g}", refresh=False)
     bar.close()
     return Result(params, head, history, diverged_at, time.perf_counter() - start)
+
+
+def _frozen(frozen, params):
+    """The set of frozen parameter names, checked against the cell's and the head's."""
+    try:
+        names = set(frozen)
+    except TypeError:
+        names = None
+    if isinstance(frozen, str) or names is None or not all(isinstance(k, str)
+                                                           for k in names):
+        raise ValueError(f"frozen must be a list of parameter names, got {frozen!r}")
+    frozen = names
+    known = set(params) | {"V", "c"}
+    if frozen - known:
+        raise ValueError(f"frozen must name parameters among {sorted(known)}, "
+                         f"got {sorted(frozen - known)}")
+    if frozen == known:
+        raise ValueError("frozen must leave at least one parameter to train")
+    return frozen
 
 
 def _first_head(head, outputs, loss, y, D, rng):

@@ -132,13 +132,48 @@ def test_pure_and_dtype_kept(fn):
         assert np.array_equal(grads["U"], copies["U"])
 
 
-def test_float32_matches_float64():
-    g32 = grads_case(5, scale=3.0, dtype=np.float32)
-    g64 = {k: v.astype(np.float64) for k, v in g32.items()}
-    a, na = clip.clip_grad_norm(g32, 1.0)
-    b, nb = clip.clip_grad_norm(g64, 1.0)
-    assert na == pytest.approx(nb, rel=1e-12)
-    assert all(rel_error(a[k], b[k]) < 1e-6 for k in a)
+def torch_norm_clip_same_dtype(grads, max_norm):
+    """torch's clip_grad_norm_ on gradients of the arrays' own dtypes."""
+    params = []
+    for a in grads.values():
+        p = torch.zeros(a.shape, dtype=torch.from_numpy(a).dtype, requires_grad=True)
+        p.grad = torch.from_numpy(a.copy())
+        params.append(p)
+    total = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return {k: p.grad.numpy() for k, p in zip(grads, params)}, total
+
+
+@pytest.mark.parametrize("scale", [3.0, 1e3, 1e20])
+def test_float32_matches_torch_float32(scale):
+    """Norm and factor in the gradients' dtype, as torch: with float32 entries of 1e20
+    the squares overflow, the norm is inf and the gradients are multiplied by 0."""
+    g32 = grads_case(5, scale=scale, dtype=np.float32)
+    ours, total = clip.clip_grad_norm(g32, 0.5)
+    ref, ref_total = torch_norm_clip_same_dtype(g32, 0.5)
+    assert ref_total.dtype == torch.float32
+    assert total == pytest.approx(ref_total.item(), rel=1e-6)
+    for k in g32:
+        assert ours[k].dtype == np.float32
+        np.testing.assert_allclose(ours[k], ref[k], rtol=1e-6, atol=0)
+    if scale == 1e20:
+        assert math.isinf(total) and all(np.all(ours[k] == 0) for k in ours)
+    else:   # and float32 agrees with float64 to float32's precision
+        g64 = {k: v.astype(np.float64) for k, v in g32.items()}
+        b, nb = clip.clip_grad_norm(g64, 0.5)
+        assert total == pytest.approx(nb, rel=1e-6)
+        assert all(rel_error(ours[k], b[k]) < 1e-6 for k in ours)
+
+
+def test_mixed_dtypes_match_torch():
+    g = grads_case(8)
+    g["W"] = g["W"].astype(np.float32)
+    ours, total = clip.clip_grad_norm(g, 0.5)
+    ref, ref_total = torch_norm_clip_same_dtype(g, 0.5)
+    assert ref_total.dtype == torch.float64     # W's float32 norm, then float64
+    assert total == pytest.approx(ref_total.item(), rel=1e-6)
+    for k in g:
+        assert ours[k].dtype == g[k].dtype
+        np.testing.assert_allclose(ours[k], ref[k], rtol=1e-6)   # float32 rounding
 
 
 # ---- non-finite gradients: as torch's default, or an error when asked ---------------------

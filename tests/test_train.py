@@ -201,14 +201,20 @@ def test_step_rejects_mismatched_keys():
 # ---- fit against the same training in torch ---------------------------------------------
 
 def torch_fit(cell_ref, params, head, task, steps, lr, optimizer, clip_kind=None,
-              threshold=None, seed=0, weight_decay=0.0):
+              threshold=None, seed=0, weight_decay=0.0, frozen=(), parts=None):
     """The training loop of train.fit written with torch: autograd, torch.optim,
-    torch.nn.utils clipping. Returns the per-step losses and gradient norms."""
+    torch.nn.utils clipping; parameters named in ``frozen`` get gradients but are left
+    out of the optimizer and of clipping. Returns the per-step losses and gradient norms
+    (of the trained parameters); ``parts``, if a dict, receives the per-step norms of the
+    cell's gradients ("cell") and of the head's ("head")."""
     p = {k: t64(v, True) for k, v in {**params, **head}.items()}
+    trained = [q for k, q in p.items() if k not in frozen]
     make = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
-    opt = make(list(p.values()), lr=lr, weight_decay=weight_decay)
+    opt = make(trained, lr=lr, weight_decay=weight_decay)
     rng = np.random.default_rng(seed)
     losses, norms = [], []
+    parts = {} if parts is None else parts
+    parts.update(cell=[], head=[])
     for _ in range(steps):
         x, y = task(rng)
         D = head["V"].shape[1]
@@ -217,12 +223,17 @@ def torch_fit(cell_ref, params, head, task, steps, lr, optimizer, clip_kind=None
         out = hs[-1] @ p["V"].T + p["c"]
         loss = torch.nn.functional.mse_loss(out, t64(y))
         opt.zero_grad()
+        for q in p.values():
+            q.grad = None
         loss.backward()
-        norms.append(float(torch.sqrt(sum((q.grad ** 2).sum() for q in p.values()))))
+        norms.append(float(torch.sqrt(sum((q.grad ** 2).sum() for q in trained))))
+        for part, keys in (("cell", params), ("head", head)):
+            parts[part].append(float(torch.sqrt(sum((p[k].grad ** 2).sum()
+                                                    for k in keys))))
         if clip_kind == "norm":
-            torch.nn.utils.clip_grad_norm_(list(p.values()), threshold)
+            torch.nn.utils.clip_grad_norm_(trained, threshold)
         elif clip_kind == "value":
-            torch.nn.utils.clip_grad_value_(list(p.values()), threshold)
+            torch.nn.utils.clip_grad_value_(trained, threshold)
         opt.step()
         losses.append(loss.item())
     return np.array(losses), np.array(norms), {k: v.detach().numpy() for k, v in p.items()}
@@ -258,12 +269,73 @@ def test_fit_matches_torch_training(cell, ref, optimizer, lr, kind, threshold, w
         assert rel_error(result.params[k], final[k]) < 1e-10, k
     for k in head:
         assert rel_error(result.head[k], final[k]) < 1e-10, k
-    if kind == "norm":
+    if kind == "norm":     # torch scales when its factor tau / (norm + 1e-6) is below 1
         fired = result.history["clipped"] == 1.0
         assert fired.any(), "the case is meant to clip"
-        np.testing.assert_array_equal(fired, result.history["grad_norm"] > threshold)
+        np.testing.assert_array_equal(
+            fired, threshold / (result.history["grad_norm"] + 1e-6) < 1.0)
+    cell_and_head = np.hypot(result.history["grad_norm_cell"],
+                             result.history["grad_norm_head"])
+    assert rel_error(cell_and_head, result.history["grad_norm"]) < 1e-12
     if kind is None:
         assert np.all(result.history["clipped"] == 0.0)
+
+
+@pytest.mark.parametrize("kind", [None, "norm"])
+def test_fit_with_a_frozen_head_matches_torch(kind):
+    """frozen=("V", "c"): the head keeps its initial values, its gradient is recorded
+    apart (grad_norm_head) but neither clipped nor counted in grad_norm, which is then
+    the cell's (grad_norm_cell); the cell trains as torch trains it."""
+    r = np.random.default_rng(14)
+    params = train.init_params(rnn.PARAMS, 2, 6, r, scale=0.8)
+    head = train.init_head(6, 1, r)
+    task = functools.partial(tasks.adding, T=8, N=5)
+    result = train.fit(rnn, params, task, 20, lr=1.0, head=head, clip=kind and 0.3,
+                       seed=5, progress=False, frozen=("V", "c"))
+    parts = {}
+    losses, norms, final = torch_fit(reference.rnn, params, head, task, 20, 1.0, "sgd",
+                                     kind, 0.3, seed=5, frozen=("V", "c"), parts=parts)
+    h = result.history
+    assert result.diverged_at is None
+    assert rel_error(h["loss"], losses) < 1e-10
+    assert rel_error(h["grad_norm"], norms) < 1e-10
+    assert rel_error(h["grad_norm_cell"], parts["cell"]) < 1e-10
+    assert rel_error(h["grad_norm_head"], parts["head"]) < 1e-10
+    np.testing.assert_array_equal(h["grad_norm"], h["grad_norm_cell"])
+    for k in params:
+        assert rel_error(result.params[k], final[k]) < 1e-10, k
+    for k in head:
+        np.testing.assert_array_equal(result.head[k], head[k])
+    assert (kind is None) == (not np.any(h["clipped"] == 1.0))
+
+
+def test_fit_clipped_flag_is_torchs_factor_below_one():
+    """The flag says whether torch's factor max_norm / (norm + 1e-6) is below 1: a
+    threshold equal to the norm still scales (by a hair); one 1e-6 above does not."""
+    r = np.random.default_rng(15)
+    params = train.init_params(rnn.PARAMS, 2, 4, r)
+    task = functools.partial(tasks.adding, T=4, N=3)
+    norm = train.fit(rnn, params, task, 1, lr=0.1, seed=2,
+                     progress=False).history["grad_norm"][0]
+    for threshold, fired in ((norm, 1.0), (norm + 1e-6, 0.0), (0.5 * norm, 1.0)):
+        h = train.fit(rnn, params, task, 1, lr=0.1, seed=2, clip=threshold,
+                      progress=False).history
+        assert h["clipped"][0] == fired, threshold
+
+
+def test_fit_records_cell_and_head_norms_apart():
+    r = np.random.default_rng(16)
+    params = train.init_params(residual.PARAMS, 2, 5, r)
+    head = train.init_head(5, 1, r)
+    task = functools.partial(tasks.adding, T=6, N=4)
+    h = train.fit(residual, params, task, 1, lr=0.1, head=head, seed=3,
+                  progress=False).history
+    x, y = task(np.random.default_rng(3))
+    hs, cache = residual.forward(params, x, np.zeros((4, 5)))
+    _, dhs, dhead, _ = train.head_loss(head, hs, y)
+    dcell = residual.backward(dhs, cache)[2]
+    assert h["grad_norm_cell"][0] == pytest.approx(clip.global_norm(dcell), rel=1e-12)
+    assert h["grad_norm_head"][0] == pytest.approx(clip.global_norm(dhead), rel=1e-12)
 
 
 def test_fit_learns_the_adding_problem():
@@ -374,6 +446,10 @@ def test_init_params_and_head():
     ({"cell": np}, r"cell must be a module with forward and backward"),
     ({"params": {"U": np.zeros((4, 4)), "W": np.zeros((4, 2)), "b": np.zeros(4),
                  "V": np.zeros(4)}}, r"must not use the head's keys"),
+    ({"frozen": "V"}, r"frozen must be a list of parameter names"),
+    ({"frozen": [1]}, r"frozen must be a list of parameter names"),
+    ({"frozen": ["Q"]}, r"frozen must name parameters among"),
+    ({"frozen": ["U", "W", "b", "V", "c"]}, r"frozen must leave at least one"),
 ])
 def test_fit_rejects(kwargs, message):
     r = np.random.default_rng(13)
