@@ -69,6 +69,9 @@ def read_targets(tmp):
         ("seed", "got = os.environ['RNNBOOK_GRADE_SEED']"),
         ("shared_tmp", "got = os.listdir('/tmp')\nassert got, 'empty'"),
         ("own_folder", "got = sorted(os.listdir('.'))\nassert got != ['tmp', 'toy.ipynb'], 'own files only'"),
+        # terminals: the sandbox's devpts is shared by every notebook (one host user)
+        ("pty", "m, s = os.openpty()\ngot = os.ttyname(s)"),
+        ("dev_pts", "got = os.listdir('/dev/pts')\nassert got, 'empty'"),
     ]
 
 
@@ -188,20 +191,99 @@ HW.update({
                                "def tanh_backward(dh, cache):\n    dx, dW = torch.autograd.grad(cache['h'], "
                                "[cache['x'], cache['W']], torch.tensor(dh))\n    return dx.numpy(), dW.numpy()"},
 })
-HW_LOST = {"hw_backward": ["square_grad"], "hw_importlib": ["square_grad"], "hw_gc": ["square_grad"],
+HW.update({
+    # student code run inside the grader's profile hook: isinstance() reads __class__
+    "hw_class": {"square_grad": "class _Box:\n    def __init__(self, f, a):\n"
+                                "        self.f, self.a, self.r = f, a, None\n\n    @property\n"
+                                "    def __class__(self):\n        if self.r is None:\n"
+                                "            self.r = self.f(*self.a)\n        return _Box\n\n\n"
+                                "def _grad(x):\n    with torch.inference_mode(False), torch.enable_grad(), "
+                                "torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):\n"
+                                "        t = torch.tensor(x, requires_grad=True)\n"
+                                "        return torch.autograd.grad((t ** 2).sum(), t)[0].numpy()\n\n\n"
+                                "def square_grad(x):\n    b = _Box(_grad, (x,))\n    b.__sizeof__()\n"
+                                "    return b.r"},
+    # the grader's watch replaced from a cell, through a function whose globals are the runner's
+    "hw_patch": {"square_grad": "import sys\ntype(sys.stdout).write.__globals__['_watch'] = "
+                                "lambda f, *a, **k: f()\n\n\ndef square_grad(x):\n"
+                                "    t = torch.tensor(x, requires_grad=True)\n"
+                                "    with torch.inference_mode(False), torch.enable_grad():\n"
+                                "        (t ** 2).sum().backward()\n    return t.grad.numpy()"},
+})
+HW_LOST = {"hw_class": ["square_grad"], "hw_patch": ["square_grad"],"hw_backward": ["square_grad"], "hw_importlib": ["square_grad"], "hw_gc": ["square_grad"],
            "hw_functional": ["square_grad"], "hw_thread": ["square_grad"], "hw_blind": ["square_grad"],
            "hw_library": ["square_grad", "tanh_backward"], "hw_in_backward": ["Cube"],
            "hw_lazy": ["square_grad"], "hw_subclass": ["square_grad"], "hw_partial": ["square_grad"],
            "hw_map_thread": ["square_grad"], "hw_gc_fresh": ["square_grad"], "hw_copy": ["tanh_backward"],
            "hw_jac_forward": ["tanh_backward"]}
 # lost without a rule broken: refused (gc's lists, a thread) or a value of another type
-HW_NO_RULE = {"hw_gc", "hw_gc_fresh", "hw_lazy", "hw_subclass", "hw_map_thread"}
+HW_NO_RULE = {"hw_gc", "hw_gc_fresh", "hw_lazy", "hw_subclass", "hw_map_thread", "hw_class"}
 # frames forged or the grader's pipe replaced, from the graded function
 FORGE = ("import os, json, base64\n\n\ndef square_grad(x):\n    v = 2 * x\n"
          "    m = json.dumps({'op': 'check', 'index': 0, 'value': {'t': 'array', 'dtype': v.dtype.str, "
          "'shape': list(v.shape), 'data': base64.b64encode(v.tobytes()).decode()}}).encode()\n"
          "    os.write(3, b'%d\\n' % len(m) + m)\n    return v")
 DUP_FD3 = "import os\n\n\ndef square_grad(x):\n    r, w = os.pipe()\n    os.dup2(w, 3)\n    return 2 * x"
+# the last cell plays the runner's part itself: ends its cell, asks for the checks, answers
+# them with autograd, unwatched (fd 3: frames to the grader, fd 4: the checks' inputs)
+PROTOCOL = """import io, json, base64
+_out, _in = io.FileIO(3, 'wb', closefd=False), io.FileIO(4, 'rb', closefd=False)
+_me = len(json.load(open('toy.ipynb'))['cells']) - 1
+def _send(m):
+    d = json.dumps(m, separators=(',', ':')).encode()
+    _out.write(b'%d\\n' % len(d) + d)
+_buf = b''
+def _recv():
+    global _buf
+    while b'\\n' not in _buf:
+        _buf += _in.read(1 << 16)
+    h, _, _buf = _buf.partition(b'\\n')
+    while len(_buf) < int(h):
+        _buf += _in.read(1 << 16)
+    d, _buf = _buf[:int(h)], _buf[int(h):]
+    return json.loads(d)
+def _dec(v):
+    if v['t'] == 'array':
+        return np.frombuffer(base64.b64decode(v['data']), v['dtype']).reshape(v['shape']).copy()
+    if v['t'] == 'list':
+        return [_dec(x) for x in v['items']]
+    return None
+def _enc(o):
+    if isinstance(o, torch.Tensor):
+        o = o.detach().numpy()
+    if isinstance(o, (np.ndarray, np.generic, float)):
+        a = np.ascontiguousarray(o, dtype=np.float64)
+        return {'t': 'array', 'dtype': '<f8', 'shape': list(a.shape),
+                'data': base64.b64encode(a.tobytes()).decode()}
+    if isinstance(o, (tuple, list)):
+        return {'t': 'list', 'kind': 'list', 'items': [_enc(x) for x in o]}
+    return {'t': 'dict', 'items': [[k, _enc(v)] for k, v in o.items()]}
+def _grad(x):
+    t = torch.tensor(x, requires_grad=True)
+    (t ** 2).sum().backward()
+    return t.grad
+def _function(F, m):
+    xs = [torch.tensor(a, requires_grad=True) for a in _dec(m['args'])]
+    out = F.apply(*xs)
+    outs, g = (out, _dec(m['grad_output'])) if isinstance(out, tuple) else ((out,), [_dec(m['grad_output'])])
+    torch.autograd.backward(outs, [torch.tensor(a) for a in g])
+    return {'out': out, 'grads': [t.grad for t in xs]}
+_send({'op': 'cell', 'index': _me, 'event': 'end', 'error': None})
+_send({'op': 'checks'})
+while not (m := _recv()).get('end'):
+    k = m['index']
+    if k == 0:
+        r = _grad(*_dec(m['args']))
+    elif k == 1:
+        r = tanh_backward(*_dec(m['args']), tanh_forward(*_dec(m['forward_args']))[1])
+    elif k in (2, 3):
+        r = _function([Cube, SinCos][k - 2], m)
+    else:
+        r = plain_sum(*_dec(m['args']))
+    _send({'op': 'check', 'index': k, 'value': _enc(r)})
+_send({'op': 'done', 'dropped': 0})
+import time
+time.sleep(60)"""
 
 
 def the_class(tmp, tcp, udp, unix):
@@ -221,6 +303,7 @@ def the_class(tmp, tcp, udp, unix):
     add("flood", notebook(before=[FLOOD]), "error", 0)
     add("forge", notebook({"square_grad": FORGE}), "error", 0)
     add("dup_fd3", notebook({"square_grad": DUP_FD3}), "error", 0)
+    add("protocol", notebook(after=[PROTOCOL]), "error", 0)
     add("surrogates", _with_surrogate_answer(notebook(after=[SURROGATE_ERROR])), "graded", TOTAL)
     add(b"bad\xffname", honest, "graded", TOTAL)
     add("odd_files", honest, "graded", TOTAL)
@@ -361,13 +444,15 @@ def test_the_run_finished_and_every_student_has_a_row(attacked):
 
 
 def test_one_notebook_never_stops_the_run(attacked):
-    statuses(attacked, ["honest", "honest2", "stub", "bad_frames", "flood", "forge", "dup_fd3", "surrogates",
+    statuses(attacked, ["honest", "honest2", "stub", "bad_frames", "flood", "forge", "dup_fd3", "protocol",
+                        "surrogates",
                         "odd_files", "copy_only", "link_notebook", "link_master", "link_folder",
                         "cells_100k", "huge_output"])
     grades, _ = toy.read_grades(attacked["out"])
     assert grades[("bad\\xffname", "toy")]["score"] == str(TOTAL).rstrip("0").rstrip(".")
     out, err = attacked["out"], attacked["result"].stderr
-    for student in ("bad_frames", "flood", "forge"):           # a frame out of its place
+    assert "bad authentication code" in toy.result(out, "protocol")["reason"]
+    for student in ("bad_frames", "flood", "forge", "protocol"):  # a frame out of its place
         assert "malformed data" in toy.result(out, student)["reason"], student
     assert "replaced or closed the grader's pipes" in toy.result(out, "dup_fd3")["reason"]
     assert "\\xff" in toy.feedback(out, "surrogates")
@@ -468,7 +553,8 @@ def test_code_that_can_defeat_the_rule_is_flagged_for_review(attacked):
     out = attacked["out"]
     with open(out / "review.csv", newline="", encoding="utf-8") as f:
         flagged = {row["student"] for row in csv.DictReader(f)}
-    assert {"forge", "dup_fd3", "hw_copy", "hw_partial", "hw_map_thread", "hw_gc", "hw_blind"} <= flagged
+    assert {"forge", "dup_fd3", "protocol", "hw_copy", "hw_partial", "hw_map_thread", "hw_gc",
+            "hw_blind"} <= flagged
     assert not flagged & {"honest", "honest2", "stub"}
     assert "### Code your instructor will read" in toy.feedback(out, "hw_copy")
     assert "instructor will read" not in toy.feedback(out, "honest")

@@ -215,3 +215,142 @@ def test_scan_flags_what_the_monitor_cannot_see():
     got = {(f["line"], f["what"].split(" ")[0]) for f in review(cells)}
     assert got == {(1, "imports"), (2, "sys._getframe"), (2, "a"), (3, "os.write()"),
                    (4, "exec()"), (5, "__import__()")}
+
+
+def test_frames_are_authenticated_by_the_jobs_key():
+    key = os.urandom(32)
+    sign, reader = wire.signer(key), wire.FrameReader(1 << 20, key=key)
+    assert reader.feed(sign({"op": "checks"}) + sign({"op": "done", "dropped": 0})) == [
+        {"op": "checks"}, {"op": "done", "dropped": 0}]
+    for forged in (lambda s: wire.frame({"op": "done", "dropped": 0}),    # no code
+                   lambda s: wire.signer(os.urandom(32))({"op": "done"}), # another key
+                   lambda s: s({"op": "done"})[:-1] + b"x"):              # a changed code
+        sign = wire.signer(key)
+        with pytest.raises(wire.WireError, match="authentication"):
+            wire.FrameReader(1 << 20, key=key).feed(sign({"op": "a"}) + forged(sign))
+    replay = wire.FrameReader(1 << 20, key=key)
+    first = wire.signer(key)({"op": "a"})
+    replay.feed(first)
+    with pytest.raises(wire.WireError, match="authentication"):       # numbered: no replay
+        replay.feed(first)
+
+
+class _Sneaky:
+    """Runs fn the moment the monitor looks at its class (isinstance) or hashes it."""
+
+    def __init__(self, fn):
+        self.fn, self.out = fn, []
+
+    @property
+    def __class__(self):
+        if not self.out:
+            self.out.append(self.fn())
+        return _Sneaky
+
+
+def _autograd_grad():
+    t = torch.ones(3, requires_grad=True)
+    with torch.inference_mode(False), torch.enable_grad():
+        return torch.autograd.grad((t * t).sum(), t)[0]
+
+
+def test_monitor_runs_no_student_code_inside_its_hooks():
+    def class_property():                 # a C call on an object with a __class__ property
+        box = _Sneaky(_autograd_grad)
+        box.__sizeof__()
+        return len(box.out)
+    ran, reports = _watch(class_property)
+    assert reports or ran == 0, "autograd ran inside the hook, unseen"
+
+    class Name(str):
+        def startswith(self, *a):
+            return _autograd_grad() is None
+
+        def __hash__(self):
+            return _autograd_grad() is None or 1
+
+    def odd_code():
+        def f():
+            return 1
+        g = type(f)(f.__code__.replace(co_filename=Name("x.py"), co_name=Name("f")), {})
+        return g()
+    assert _watch(odd_code)[1] == []       # nothing of Name ran: no autograd, no error
+
+    def own_hooks():                        # the grader's saved-tensor hooks popped
+        top = torch._C._autograd._top_saved_tensors_default_hooks(False)
+        torch._C._autograd._pop_saved_tensors_default_hooks()
+        torch._C._autograd._push_saved_tensors_default_hooks(*top)
+        return 1
+    assert "saved-tensor hooks" in _watch(own_hooks)[1][0]
+
+    def patched():                          # the monitor's globals replaced in the window
+        monitor._ENGINE = object
+        try:
+            return _autograd_engine()
+        finally:
+            monitor._ENGINE = type(torch.autograd.Variable._execution_engine)
+    assert "autograd" in _watch(patched, inference=False)[1][0]
+
+
+def _autograd_engine():
+    t = torch.ones(3, requires_grad=True)
+    with torch.enable_grad():
+        y = (t * t).sum()
+    torch.autograd.Variable._execution_engine.run_backward(
+        (y,), (torch.ones(()),), False, False, (), allow_unreachable=True, accumulate_grad=True)
+    return t.grad
+
+
+def test_monitor_keeps_gc_collections_off_in_the_window():
+    import gc
+    value, reports = _watch(lambda: gc.isenabled())
+    assert value is False and reports == []
+    assert "gc.enable" in _watch(lambda: gc.enable())[1][0]
+
+
+def test_seccomp_refuses_kernel_memory_hoarding():
+    if platform.machine() != "x86_64":
+        pytest.skip("the filter is written for x86-64")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            import array
+            import fcntl
+            import socket
+            confine.drop_privileges()
+            confine.seccomp()
+            a, b = socket.socketpair()
+            got = []
+            for name, attempt in (
+                    ("pipe_size", lambda: fcntl.fcntl(w, 1031, 1 << 20)),            # F_SETPIPE_SZ
+                    ("sndbuf", lambda: a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 24)),
+                    ("rcvbuf", lambda: a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)),
+                    ("rights", lambda: a.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                          array.array("i", [b.fileno()]))]))):
+                try:
+                    attempt()
+                    got.append(f"{name} allowed")
+                except OSError as e:
+                    got.append(f"{name} {e.errno}")
+            a.send(b"still works")
+            got.append(b.recv(100).decode())
+            fcntl.fcntl(w, fcntl.F_GETFL)
+            os.write(w, ", ".join(got).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 1000).decode()
+    os.waitpid(pid, 0)
+    assert got == "pipe_size 1, sndbuf 1, rcvbuf 1, rights 1, still works"
+
+
+def test_scan_flags_ways_to_the_graders_pipes():
+    from rnnbook.grading.scan import review
+    lines = ["import io", "out = io.FileIO(3, 'wb', closefd=False)", "from os import write as w",
+             "f = os.fdopen(n, 'rb')", "s = socket.fromfd(3, 1, 1)", "g = open(n, 'wb', closefd=False)",
+             "with open(path) as h:\n    text = h.read()", "from io import FileIO"]
+    cells, _ = parse_notebook(json.dumps({"nbformat": 4, "cells": [
+        {"cell_type": "code", "source": "\n".join(lines)}]}).encode())
+    assert sorted({f["line"] for f in review(cells)}) == [2, 3, 4, 5, 6, 9]

@@ -111,8 +111,10 @@ def _run(config):
     workdir = JOB_DIR if config["namespaces"] else spec["workdir"]
     statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
     if config["namespaces"]:
+        # /dev/pts hidden: the sandbox's one devpts is shared by every notebook (same host
+        # user), so a terminal opened by one could be read by another (no os.openpty here)
         confine.private_filesystem(JOB_DIR, spec["disk_mb"], FILES, JOB_UID,
-                                   read_only=("/dev", config["mpl_dir"]), hidden=(GRADER_DIR,))
+                                   read_only=("/dev", config["mpl_dir"]), hidden=(GRADER_DIR, "/dev/pts"))
     elif config["uids"] and config.get("uid") is not None:
         confine.become(config["uid"])
     null = os.open("/dev/null", os.O_RDONLY)

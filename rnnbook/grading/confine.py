@@ -6,7 +6,7 @@ through ctypes). Runs in the sandbox; nothing here is secret.
                        network and UTS namespaces; the caller then forks the notebook's
                        process, PID 1 of the new PID namespace
 ``private_filesystem`` a size-capped tmpfs as its working folder (also /tmp), /proc
-                       hidden, /dev and the rest read-only
+                       and /dev/pts hidden, /dev and the rest read-only
 ``become``             without namespaces, as root: the notebook's own unprivileged host user
 ``drop_privileges``    no capabilities (bounding and ambient sets too), locked securebits,
                        no new privileges
@@ -17,7 +17,10 @@ through ctypes). Runs in the sandbox; nothing here is secret.
                        Linux >= 5.13; the scopes >= 6.12)
 ``seccomp``            no programs (execve), no new processes (threads only), no sockets
                        (socketpair only), no fallocate, no System V IPC, memfd, io_uring,
-                       ptrace, mounts, namespaces, keyrings, BPF or kernel modules;
+                       ptrace, mounts, namespaces, keyrings, BPF or kernel modules; no
+                       kernel memory beyond the default buffers: no sendmsg (no file
+                       descriptors in flight, past RLIMIT_NOFILE), no SO_SNDBUF/SO_RCVBUF
+                       (nor their FORCE forms), no F_SETPIPE_SZ;
                        ``no_threads`` then refuses threads too (the checks' phase)
 """
 import ctypes
@@ -230,9 +233,12 @@ _DENY = {   # x86-64 system call numbers that a graded notebook never needs
     "kexec_file_load": 320, "init_module": 175, "finit_module": 313, "delete_module": 176,
     "reboot": 169, "swapon": 167, "swapoff": 168, "acct": 163, "syslog": 103,
     "name_to_handle_at": 303, "open_by_handle_at": 304, "pidfd_open": 434, "pidfd_getfd": 438,
+    "sendmsg": 46, "sendmmsg": 307,     # SCM_RIGHTS: sockets in flight hold kernel memory, no fd
 }
 _CLONE, _CLONE3, _FALLOCATE = 56, 435, 285   # fallocate: EOPNOTSUPP (posix_fallocate then
 _SOCKET = 41                                  # writes, within the rlimits and the tmpfs)
+_SETSOCKOPT, _SOL_SOCKET, _BUFFER_OPTIONS = 54, 1, (7, 8, 32, 33)   # SO_{SND,RCV}BUF[FORCE]
+_FCNTL, _F_SETPIPE_SZ = 72, 1031
 
 
 def seccomp_supported():
@@ -254,6 +260,13 @@ def _filter():
     prog += [jeq(_FALLOCATE, 0, 1), ret(0x00050000 | EOPNOTSUPP)]
     prog += [jeq(_CLONE3, 0, 1), ret(0x00050000 | ENOSYS)]                 # glibc falls back to clone
     prog += [jeq(_CLONE, 0, 4), ld(16), jset(CLONE_THREAD, 0, 1), allow, deny]   # threads only
+    # setsockopt(fd, SOL_SOCKET, SO_SNDBUF and co.): larger socket buffers, refused
+    # (args: offset 16 + 8 i, the low 32 bits first; level and optname are ints)
+    n = len(_BUFFER_OPTIONS)
+    prog += [jeq(_SETSOCKOPT, 0, n + 5), ld(24), jeq(_SOL_SOCKET, 0, n + 2), ld(32)]
+    prog += [jeq(opt, n - i, 0) for i, opt in enumerate(_BUFFER_OPTIONS[:-1], 1)]
+    prog += [jeq(_BUFFER_OPTIONS[-1], 0, 1), deny, allow]
+    prog += [jeq(_FCNTL, 0, 4), ld(24), jeq(_F_SETPIPE_SZ, 0, 1), deny, allow]   # larger pipes
     prog.append(allow)
     return prog
 

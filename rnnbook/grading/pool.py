@@ -15,6 +15,9 @@ reported the end of its last cell, and the next only once the check before is an
 Frames must follow that order exactly: a frame out of place (a second result for a check,
 a cell that is not the next, a result before its inputs) is malformed data, and the
 notebook's result is `error` with no points.
+Every frame of the notebook's process carries an authentication code made with a key
+drawn for this attempt (rnnbook.grading.wire.signer): a frame the notebook's own code
+wrote to the pipe (not the runner) is malformed data too.
 """
 import base64
 import json
@@ -102,7 +105,8 @@ class Pool:
         workdir = None
         if not self.sandbox.namespaces:
             job.dir, workdir = self.sandbox.workdir(job.uid)
-        spec = {"notebook_name": f"{job.exercise.name}.ipynb",
+        secret = os.urandom(32)       # authenticates the runner's frames (rnnbook.grading.wire)
+        spec = {"notebook_name": f"{job.exercise.name}.ipynb", "key": secret.hex(),
                 "notebook_b64": base64.b64encode(job.data).decode(),
                 "workdir": workdir, "memory_mb": self.memory_mb,
                 "disk_mb": self.disk_mb, "timeout": self.timeout, "output_cap": OUTPUT_CAP,
@@ -131,7 +135,7 @@ class Pool:
         job.out_fd, job.in_fd = out_r, in_w
         self.by_fd[out_r] = (job, "output")
         job.data = None
-        job.reader = FrameReader(max_total=MAX_STREAM_BYTES)
+        job.reader = FrameReader(max_total=MAX_STREAM_BYTES, key=secret)
         job.started = time.monotonic()
         job.deadline = job.started + self.timeout
         for other in self.running.values():

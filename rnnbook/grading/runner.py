@@ -10,10 +10,22 @@ inside the watch too), turns the return value into plain arrays inside that call
 writes it to the grader (fd 3) as a frame of rnnbook.grading.wire. From the first check on,
 no thread can start (a seccomp filter). The grader's modules are gone from sys.modules
 before the first cell; what the runner uses is bound here, at import.
+
+The notebook's code runs in this process, so it could write frames to fd 3 itself, or
+change what the runner's code looks up. Hence:
+
+- every frame is authenticated with the job's key (rnnbook.grading.wire.signer): the key
+  leaves the spec before the first cell and lives only in the sender's closure, which
+  calls only what it bound when it was made;
+- the grader's modules (this one, monitor, wire, confine, defaults) and classes are put
+  back as they were before the first cell (``_restorer``) after every cell, before every
+  check and as soon as a watched call returns: a notebook that replaces, say,
+  ``monitor._ENGINE`` or ``Notebook.send`` changes nothing the grader runs later;
+- a check's inputs are decoded, and a Function's leaves made, inside the watch: nothing a
+  notebook replaced (np.frombuffer, torch.tensor, ...) runs with the inputs unwatched.
 """
 import builtins
 import gc
-import json
 import linecache
 import mmap
 import os
@@ -21,14 +33,14 @@ import sys
 import traceback
 import types
 
-from rnnbook.grading import confine, monitor
+from rnnbook.grading import confine, defaults, monitor, wire
 from rnnbook.grading.defaults import MAX_FRAME, MAX_TEXT
-from rnnbook.grading.wire import decode_value, encode_value, frame
+from rnnbook.grading.wire import decode_value, encode_value, loads_c, signer
 
 _write, _read, _exit, _getpid, _fstat = os.write, os.read, os._exit, os.getpid, os.fstat
 _watch, _no_threads, _encode, _decode = monitor.watch, confine.no_threads, encode_value, decode_value
 _tuple, _isinstance, _len, _exec, _compile = tuple, isinstance, len, exec, compile
-_loads = json.loads
+_loads = loads_c
 CHANNEL_EXIT = 86     # exit status: the notebook replaced or closed the grader's pipes (fd 3, 4)
 
 
@@ -141,31 +153,31 @@ def _call(check, inputs, ns, run):
     if fn is None:
         raise LookupError(f"the notebook defines no `{check['function']}` "
                           "(was it deleted or renamed, or did its cell fail?)")
-    args = _decode(inputs["args"])
+    raw = inputs["args"]
     if check["call"] == "function":
-        return run(lambda: _encode(fn(*args)), True, None)
+        return run(lambda: _encode(fn(*_decode(raw))), True, None)
     if check["call"] == "backward":
         forward = ns.get(check["forward"])
         if forward is None:
             raise LookupError(f"the notebook defines no `{check['forward']}` (it is given in the "
                               "exercise: restore it)")
-        forward_args = _decode(inputs["forward_args"])
+        raw_forward = inputs["forward_args"]
         rule = check.get("hand_written")
         autograd = ["autograd"] if rule and "autograd" in rule.get("forbid", ()) else []
-        out = run(lambda: forward(*forward_args), True, None,
+        out = run(lambda: forward(*_decode(raw_forward)), True, None,
                   {"forbid": autograd, "allow": []} if rule else None)
         if not (type(out) is tuple and _len(out) == 2):
             raise TypeError(f"{check['forward']} must return (output, cache)")
         cache = out[1]
         del out
-        return run(lambda: _encode(fn(*args, cache)), True, None)
+        return run(lambda: _encode(fn(*_decode(raw), cache)), True, None)
     if check["call"] == "autograd":
-        import torch
-        leaves = [torch.tensor(a, requires_grad=True) for a in args]
-        grad = _decode(inputs["grad_output"])
-        grad = [torch.tensor(g) for g in grad] if _isinstance(grad, (list, tuple)) else torch.tensor(grad)
+        raw_grad = inputs["grad_output"]
 
         def both():
+            leaves = [_tensor(a, requires_grad=True) for a in _decode(raw)]
+            grad = _decode(raw_grad)
+            grad = [_tensor(g) for g in grad] if type(grad) in (list, tuple) else _tensor(grad)
             out = fn.apply(*leaves)
             _backward(out, grad)
             return _encode({"out": out, "grads": [t.grad for t in leaves]})
@@ -179,6 +191,67 @@ def _engine_method():
 
 
 _RUN_BACKWARD = _engine_method()      # bound before any notebook runs
+
+
+def _torch_tensor():
+    import torch
+    return torch.tensor
+
+
+_tensor = _torch_tensor()
+_THIS = sys.modules[__name__]         # (gone from sys.modules before the first cell)
+
+
+def _restorer(modules, classes):
+    """restore(): the modules' globals and the classes' attributes as they are now. Only
+    what is bound here runs in it."""
+    saved_modules = [(m.__dict__, dict(m.__dict__)) for m in modules]
+    saved_classes = [(c, dict(c.__dict__)) for c in classes]
+    clear, update, items = dict.clear, dict.update, dict.items
+    set_attr, del_attr, get_dict, lst = type.__setattr__, type.__delattr__, type.__dict__["__dict__"].__get__, list
+    fixed = ("__dict__", "__weakref__")
+
+    def restore():
+        for d, copy in saved_modules:
+            clear(d)
+            update(d, copy)
+        for c, copy in saved_classes:
+            current = get_dict(c)
+            for k in lst(current):
+                if k not in copy:
+                    del_attr(c, k)
+            for k, v in items(copy):
+                if k not in fixed and current.get(k) is not v:
+                    set_attr(c, k, v)
+    return restore
+
+
+def _sender(key, leader, channels, sign_with=signer, getpid=_getpid, fstat=_fstat, write=_write,
+            exit_=_exit, memoryview_=memoryview, base=BaseException, os_error=OSError,
+            tampered=CHANNEL_EXIT):
+    """send(message): one authenticated frame on fd 3 (only from the job's own process,
+    only while fd 3 and 4 are the grader's pipes). Calls only what is bound here."""
+    sign = sign_with(key)
+
+    def same(fd):
+        try:
+            st = fstat(fd)
+        except os_error:
+            return False
+        return (st.st_dev, st.st_ino) == channels[fd]
+
+    def send(message):
+        if getpid() != leader:
+            exit_(0)              # a fork made by the notebook: only the original process reports
+        if not same(3) or not same(4):
+            exit_(tampered)
+        try:
+            view = memoryview_(sign(message))
+            while view:
+                view = view[write(3, view):]
+        except base:
+            exit_(0)
+    return send
 
 
 def _identity(fd):
@@ -197,6 +270,10 @@ class Notebook:
         self.ballast = [mmap.mmap(-1, ballast_size)]   # address space only, never touched
         self.channels = {3: _identity(3), 4: _identity(4)}
         self.buffer = b""
+        # the key leaves the spec here; only the sender's closure keeps it
+        self._send = _sender(bytes.fromhex(spec.pop("key")), self.leader, dict(self.channels))
+        self._restore = _restorer([_THIS, monitor, wire, confine, defaults],
+                                  [Notebook, _Capped])
 
     def _check_channel(self, fd):
         try:
@@ -207,13 +284,7 @@ class Notebook:
             _exit(CHANNEL_EXIT)
 
     def send(self, message):
-        if _getpid() != self.leader:
-            _exit(0)              # a fork made by the notebook: only the original process reports
-        self._check_channel(3)
-        try:
-            _write_all(3, frame(message))
-        except BaseException:
-            _exit(0)
+        self._send(message)
 
     def receive(self):
         """The next frame from the grader (fd 4): a check's inputs, or {"end": true}."""
@@ -269,6 +340,7 @@ class Notebook:
             return None, _describe(e, memory)
 
     def run(self):
+        send, restore = self._send, self._restore       # bound before any cell runs
         sys.stdout, sys.stderr = _Capped(1, self.state), _Capped(2, self.state)
         for name in ("get_objects", "get_referrers", "get_referents"):
             setattr(gc, name, _refused)
@@ -285,46 +357,57 @@ class Notebook:
             name = f"<cell {cell['number']}>"
             linecache.cache[name] = (len(source), None, source.splitlines(True), name)
             _, error = self.attempt(lambda: _exec(_compile(source, name, "exec", dont_inherit=True), ns))
-            builtins.__dict__.update(saved_builtins)    # undo monkeypatching of builtins
+            restore()                     # undo monkeypatching of the grader's code
+            builtins.__dict__.update(saved_builtins)    # and of builtins
             held = self.still_held() if error is not None and error["memory"] else False
-            self.send({"op": "cell", "index": index, "event": "end", "error": error})
+            restore()
+            send({"op": "cell", "index": index, "event": "end", "error": error})
             if held:
-                self.send({"op": "stop", "reason": "memory"})
-                self.send({"op": "done", "dropped": self.state["dropped"]})
+                send({"op": "stop", "reason": "memory"})
+                send({"op": "done", "dropped": self.state["dropped"]})
                 _exit(0)
         if self.threads_filter:
             _no_threads()
-        self.send({"op": "checks"})
+        send({"op": "checks"})
         checks = self.spec["checks"]
         while True:
+            restore()
+            builtins.__dict__.update(saved_builtins)
             inputs = self.receive()
             k = inputs.get("index")
             if type(k) is not int or not 0 <= k < _len(checks):
                 break
-            builtins.__dict__.update(saved_builtins)
             run = self.runner(k, checks[k].get("hand_written"))
             value, error = self.attempt(lambda: _call(checks[k], inputs, ns, run))
+            restore()
             del inputs
             message = ({"op": "check", "index": k, "value": value} if error is None
                        else {"op": "check", "index": k, "error": error})
             del value
             held = self.still_held() if error is not None and error["memory"] else False
-            self.send(message)
+            restore()
+            send(message)
             if held:
-                self.send({"op": "stop", "reason": "memory"})
+                send({"op": "stop", "reason": "memory"})
                 break
-        self.send({"op": "done", "dropped": self.state["dropped"]})
+        restore()
+        send({"op": "done", "dropped": self.state["dropped"]})
         _exit(0)
 
     def runner(self, k, rule):
         """How check k calls the student's code: directly, or watched by the monitor (under
         the check's rule, or the one given for that call)."""
+        send, restore, watch = self._send, self._restore, _watch
+
         def report(text):
-            self.send({"op": "rule", "index": k, "what": str(text)[:500]})
+            send({"op": "rule", "index": k, "what": text[:500]})
 
         def run(f, inference, engine_caller, this_rule=None):
             this_rule = this_rule or rule
             if not this_rule:
                 return f()
-            return _watch(f, this_rule, report, inference=inference, engine_caller=engine_caller)
+            try:
+                return watch(f, this_rule, report, inference=inference, engine_caller=engine_caller)
+            finally:
+                restore()          # what the watched code replaced is back before anything else runs
         return run

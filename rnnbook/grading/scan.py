@@ -5,7 +5,9 @@ have honest uses, and the hand-written rule is a rule, not a wall (README).
 
 Flagged: importing rnnbook.grading; frame introspection (sys._getframe, inspect's frame
 functions, f_back/f_locals/f_globals, tb_frame, gi_frame); gc's object lists; _thread and
-thread starts; ctypes; os.read/os.write/os.dup* and open() on file descriptors; exec, eval
+thread starts; ctypes; os.read/os.write/os.dup* (also imported by name: from os import
+write), io.FileIO, os.fdopen, socket.fromfd, open() of a file descriptor or with closefd,
+and other ways to file descriptors (the grader's pipes); exec, eval
 and compile; __import__ or importlib of a computed name; __torch_function__; the autograd
 engine and saved-tensor hooks by their private names; sys.setprofile/settrace; writing
 __code__, __closure__ or a cell's contents.
@@ -98,6 +100,12 @@ def _visit(tree):
             what = next((_module_flag(n) for n in full if _module_flag(n)), None)
             if what:
                 yield line, what
+            if node.module in ("os", "posix"):
+                for a in node.names:
+                    if a.name in _OS_FD or a.name == "*":
+                        yield line, f"imports os.{a.name} (file descriptors)"
+            elif node.module in ("io", "_io") and any(a.name in ("FileIO", "open", "*") for a in node.names):
+                yield line, "imports io.FileIO/io.open (file descriptors)"
         elif isinstance(node, ast.Attribute):
             what = _ATTRIBUTES.get(node.attr)
             if node.attr == "stack" and _name(node) == "inspect.stack":
@@ -128,3 +136,8 @@ def _call(node, line):
     elif name in ("open", "io.open", "os.fdopen") and node.args and isinstance(node.args[0], ast.Constant) \
             and isinstance(node.args[0].value, int):
         yield line, "open() of a file descriptor"
+    elif base in ("FileIO", "fdopen", "fromfd") or name.endswith("socket.socket") and \
+            any(k.arg == "fileno" for k in node.keywords):
+        yield line, f"{base}() (a file descriptor as a file or socket)"
+    elif name in ("open", "io.open") and any(k.arg in ("closefd", "opener") for k in node.keywords):
+        yield line, "open() with closefd or opener (file descriptors)"

@@ -1,7 +1,17 @@
 """The wire format between a graded notebook and the grader: JSON (never pickle), arrays
 as dtype/shape/base64, in frames ``b"<length>\\n<json>"``. ``decode_value`` parses the
-untrusted side strictly, with caps. Imported on both sides of the sandbox."""
+untrusted side strictly, with caps. Imported on both sides of the sandbox.
+
+The runner's frames to the grader are authenticated (``signer``): each ends with
+HMAC-SHA256(job key, frame number || JSON), the key a random one per job, given in the
+job's spec and kept only in the signer's closure. The coordinator's FrameReader(key=...)
+refuses a frame without the right code, so a notebook that writes to the grader's pipe
+itself (instead of the runner) sends malformed data. Serialising and signing use only C
+functions bound at import (json's C encoder, _hashlib.hmac_digest): nothing a notebook
+can monkeypatch runs with the key or the frames.
+"""
 import base64
+import hmac
 import json
 import sys
 
@@ -23,6 +33,64 @@ DTYPES = {s: s for s in ("<f8", "<f4", "<f2", "<i8", "<i4", "<i2", "|i1",
                          "<u8", "<u4", "<u2", "|u1", "|b1")}
 
 
+MAC_BYTES = 32
+
+
+def _c_json():
+    """json's C encoder and scanner, bound now (json.dumps and json.loads look up module
+    attributes at each call, which a notebook could replace)."""
+    from json import decoder, encoder, scanner
+
+    def refuse(obj):
+        raise TypeError(f"{type(obj).__name__} cannot be sent")
+    enc = encoder.c_make_encoder(None, refuse, encoder.c_encode_basestring_ascii, None,
+                                 ":", ",", False, False, False)
+    return enc, scanner.c_make_scanner(decoder.JSONDecoder())
+
+
+_c_encode, _c_scan = _c_json()
+_join = "".join
+try:
+    from _hashlib import hmac_digest as _hmac_digest
+except ImportError:                       # pragma: no cover (CPython without OpenSSL)
+    _hmac_digest = hmac.digest
+
+
+def dumps_c(message):
+    """The JSON of a message (dicts, lists, exact str/int/float/bool/None), by C code only."""
+    return _join(_c_encode(message, 0)).encode()
+
+
+def loads_c(data):
+    """A JSON object from bytes, by C code only (ValueError when it is not one)."""
+    text = data.decode("utf-8")
+    obj, end = _c_scan(text, 0)
+    if text[end:].strip() or type(obj) is not dict:
+        raise ValueError("not one JSON object")
+    return obj
+
+
+def mac(key, seq, payload):
+    """The authentication code of frame number seq."""
+    return _hmac_digest(key, seq.to_bytes(8, "big") + payload, "sha256")
+
+
+def signer(key, encode=_c_encode, join=_join, digest=_hmac_digest, to_bytes=int.to_bytes,
+           str_encode=str.encode, length=len, size=MAC_BYTES):
+    """frame(message) for the runner: numbered and authenticated with key, which only this
+    closure holds; everything it calls is bound here (a notebook that replaces a module's
+    attributes changes nothing in it)."""
+    count = [0]
+
+    def sign(message):
+        payload = str_encode(join(encode(message, 0)))
+        n = count[0]
+        count[0] = n + 1
+        return b"%d\n" % (length(payload) + size) + payload + digest(key, to_bytes(n, 8, "big") + payload,
+                                                                    "sha256")
+    return sign
+
+
 class WireError(ValueError):
     """Bytes from a child that do not follow the protocol."""
 
@@ -35,10 +103,11 @@ def frame(message):
 class FrameReader:
     """Splits a byte stream into frames; raises WireError on anything malformed."""
 
-    def __init__(self, max_total):
+    def __init__(self, max_total, key=None):
         self.buffer = bytearray()
         self.total = 0
         self.max_total = max_total
+        self.key, self.seq = key, 0
 
     def feed(self, data):
         """The complete messages in the stream so far; raises WireError (with the messages
@@ -72,6 +141,11 @@ class FrameReader:
                 return messages
             payload = bytes(self.buffer[newline + 1:newline + 1 + length])
             del self.buffer[:newline + 1 + length]
+            if self.key is not None:
+                payload, code = payload[:-MAC_BYTES], payload[-MAC_BYTES:]
+                if length < MAC_BYTES or not hmac.compare_digest(mac(self.key, self.seq, payload), code):
+                    raise WireError("a frame the grader's runner did not send (bad authentication code)")
+                self.seq += 1
             try:
                 message = json.loads(payload)
             except (ValueError, RecursionError) as e:
