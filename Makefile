@@ -28,7 +28,7 @@ book: env $(MATHJAX)
 # browser tests in tests/ open the built pages.
 test: env $(MATHJAX)
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
-	$(BIN)/python -m pytest tests $(PYTEST_NOTEBOOKS)
+	$(BIN)/python -m pytest --durations=10 tests $(PYTEST_NOTEBOOKS)
 
 env: $(VENV)/.installed
 

@@ -52,10 +52,16 @@ CELLS = {
 SIZES = ((50, 32, 32, 64), (50, 32, 128, 256))   # (T, N, M, D)
 
 
-def dgemm_rate(n=1024, repeat=5):
-    """This machine's single-thread DGEMM rate in GFLOP/s (an n x n x n float64 product)."""
+def dgemm_rate(n=1024, repeat=5, library="numpy"):
+    """This machine's single-thread DGEMM rate in GFLOP/s (an n x n x n float64 product)
+    through NumPy's BLAS (OpenBLAS in the PyPI wheels) or, with library="torch", through
+    torch's (MKL in the x86 CPU wheels): the rate each side of the comparison can reach."""
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(n, n)), rng.normal(size=(n, n))
+    if library == "torch":
+        import torch
+        torch.set_num_threads(1)
+        a, b = torch.from_numpy(a), torch.from_numpy(b)
     return 2 * n ** 3 / _median_time(lambda: a @ b, repeat) / 1e9
 
 
@@ -107,9 +113,10 @@ def bench_cell(name, T, N, M, D, repeat, rate=None):
 def bench_cells(names, sizes, repeat, json_path=None):
     """Time every cell at every size; with json_path, also write the figures there (the
     chapters print the committed book/data/bench_cells.json rather than timing live)."""
-    rate = dgemm_rate()
+    rate, torch_rate = dgemm_rate(), dgemm_rate(library="torch")
     print(f"forward+backward, float64, 1 thread, median of {repeat}; ratio = rnnbook / torch "
-          f"(below 1: NumPy faster); single-thread DGEMM rate {rate:.1f} GFLOP/s")
+          f"(below 1: NumPy faster); single-thread DGEMM rate {rate:.1f} GFLOP/s "
+          f"(NumPy's BLAS; torch's: {torch_rate:.1f})")
     rows = []
     for name in names:
         for T, N, M, D in sizes:
@@ -129,7 +136,8 @@ def bench_cells(names, sizes, repeat, json_path=None):
                   or platform.machine(), "cpu": _cpu_name(), "numpy": np.__version__,
                   "torch": torch.__version__, "repeat": repeat,
                   "load_average_1min": round(os.getloadavg()[0], 2),
-                  "dgemm_gflops": round(rate, 1), "rows": rows}
+                  "dgemm_gflops": round(rate, 1),
+                  "torch_dgemm_gflops": round(torch_rate, 1), "rows": rows}
         Path(json_path).write_text(json.dumps(record, indent=1) + "\n")
         print(f"wrote {json_path}")
     return rows
