@@ -50,19 +50,23 @@ CELLS = {
     "gru-before": ("rnnbook.gru", "GRU", 3, {"reset": "before"}, ("b_hn",)),
 }
 SIZES = ((50, 32, 32, 64), (50, 32, 128, 256))   # (T, N, M, D)
+STEP_GEMM = (32, 256, 1024)   # (N, D, 4D): the LSTM's product with U in one step at D=256
 
 
-def dgemm_rate(n=1024, repeat=5, library="numpy"):
-    """This machine's single-thread DGEMM rate in GFLOP/s (an n x n x n float64 product)
-    through NumPy's BLAS (OpenBLAS in the PyPI wheels) or, with library="torch", through
-    torch's (MKL in the x86 CPU wheels): the rate each side of the comparison can reach."""
+def dgemm_rate(shape=(1024, 1024, 1024), repeat=5, library="numpy"):
+    """This machine's single-thread DGEMM rate in GFLOP/s for a float64 product of an
+    (m, k) by a (k, n) matrix, shape = (m, k, n), through NumPy's BLAS (OpenBLAS in the
+    PyPI wheels) or, with library="torch", through torch's (MKL in its x86 CPU wheels)."""
+    m, k, n = shape
     rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(n, n)), rng.normal(size=(n, n))
+    a, b = rng.normal(size=(m, k)), rng.normal(size=(k, n))
+    reps = 1 if m * k * n > 1e8 else 50     # a small product: time 50 in a row
     if library == "torch":
         import torch
         torch.set_num_threads(1)
         a, b = torch.from_numpy(a), torch.from_numpy(b)
-    return 2 * n ** 3 / _median_time(lambda: a @ b, repeat) / 1e9
+    return reps * 2 * m * k * n / _median_time(
+        lambda: [a @ b for _ in range(reps)], repeat) / 1e9
 
 
 def gemm_flops(T, N, M, D, G):
@@ -113,10 +117,12 @@ def bench_cell(name, T, N, M, D, repeat, rate=None):
 def bench_cells(names, sizes, repeat, json_path=None):
     """Time every cell at every size; with json_path, also write the figures there (the
     chapters print the committed book/data/bench_cells.json rather than timing live)."""
-    rate, torch_rate = dgemm_rate(), dgemm_rate(library="torch")
+    rate = dgemm_rate()
+    step = {lib: dgemm_rate(STEP_GEMM, library=lib) for lib in ("numpy", "torch")}
     print(f"forward+backward, float64, 1 thread, median of {repeat}; ratio = rnnbook / torch "
-          f"(below 1: NumPy faster); single-thread DGEMM rate {rate:.1f} GFLOP/s "
-          f"(NumPy's BLAS; torch's: {torch_rate:.1f})")
+          f"(below 1: NumPy faster); single-thread DGEMM rate {rate:.1f} GFLOP/s; "
+          "an LSTM step's product (32x256 by 256x1024) at "
+          f"{step['numpy']:.1f} GFLOP/s in NumPy, {step['torch']:.1f} in torch")
     rows = []
     for name in names:
         for T, N, M, D in sizes:
@@ -137,7 +143,8 @@ def bench_cells(names, sizes, repeat, json_path=None):
                   "torch": torch.__version__, "repeat": repeat,
                   "load_average_1min": round(os.getloadavg()[0], 2),
                   "dgemm_gflops": round(rate, 1),
-                  "torch_dgemm_gflops": round(torch_rate, 1), "rows": rows}
+                  "step_gemm_gflops": {k: round(v, 1) for k, v in step.items()},
+                  "rows": rows}
         Path(json_path).write_text(json.dumps(record, indent=1) + "\n")
         print(f"wrote {json_path}")
     return rows
