@@ -270,6 +270,35 @@ def evaluate(model, params, head, task, T):
     return {"loss": loss, "metric": loss if task == "adding" else float(correct / count)}
 
 
+def digit_sum_sequences(T):
+    """How many different input sequences ``tasks.digit_sum`` can draw at length T:
+    100 pairs of leading digits, times the distractor's T - 2 positions and 10
+    values, where every position's 0 gives the same all-zero tail (1 + 9 (T - 2))."""
+    T = _size("T", T, 3)
+    return 100 * (1 + 9 * (T - 2))
+
+
+def digit_sum_coverage(T, seed=0, steps=STEPS):
+    """What a grid run at length T with ``seed`` trains on, against the test set:
+    {"possible": digit_sum_sequences(T), "drawn": steps * N sequences,
+     "distinct": how many of them differ, "test_seen": the share of the
+     sequences of ``held_out("digit_sum", T)`` that occur among them}. The batches
+    are regenerated exactly as ``train.fit`` draws them (default_rng(seed), one
+    ``tasks.digit_sum`` call per step)."""
+    T, steps = _size("T", T, 3), _size("steps", steps)
+    rng = np.random.default_rng(_size("seed", seed, 0))
+    draw = make_task("digit_sum", T, N)
+    seen = set()
+    for _ in range(steps):
+        x, _ = draw(rng)
+        seen.update(map(bytes, x.argmax(axis=-1).T.astype(np.int8)))
+    x, _ = held_out("digit_sum", T)
+    test = [bytes(row) for row in x.argmax(axis=-1).T.astype(np.int8)]
+    return {"possible": digit_sum_sequences(T), "drawn": steps * N,
+            "distinct": len(seen),
+            "test_seen": sum(t in seen for t in test) / len(test)}
+
+
 def steps_to_threshold(loss, threshold, window=WINDOW):
     """The first step s (1-based count of updates) at which the mean training loss of
     steps s - window + 1 .. s is at most ``threshold``; None if it never is."""

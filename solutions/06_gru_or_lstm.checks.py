@@ -9,6 +9,8 @@ matrix product of an m x k by a k x n matrix that the forward and backward passe
 compute. The functions must be the student's own: while they run, rnnbook.compare (the
 chapter's counting module) may not.
 """
+import math
+
 from rnnbook.grading import Check, HandWritten
 
 CELLS = ("rnn", "lstm", "gru", "lstm-peephole", "lstm-cifg", "gru-minimal")
@@ -57,11 +59,13 @@ def _flops(products):
 
 
 # ---- Task 1: param_count(cell, M, D, K, biases) ----------------------------------------
+# Each cell is graded with one bias per block and, in a check of its own, with two: a
+# function that ignores ``biases`` (or adds it wrongly) fails one of the pair.
 
-def _param_inputs(cell):
+def _param_inputs(cell, biases):
     def inputs(rng):
         return {"args": [cell, int(rng.integers(1, 60)), int(rng.integers(1, 400)),
-                         int(rng.integers(0, 40)), int(rng.integers(1, 3))]}
+                         int(rng.integers(0, 40)), biases]}
     return inputs
 
 
@@ -70,20 +74,48 @@ def _param_reference(case):
 
 
 # ---- Task 2: largest_state_size(cell, M, budget, K) ------------------------------------
+# The budgets sit where mistakes show: exactly a cell's count (which fits: ``<`` instead
+# of ``<=`` fails), one below it, and counts near 10^17, where a float square root is off
+# by more than one and where counting up from D = 1 takes too long. The reference solves
+# the quadratic in exact integers (math.isqrt) and is checked against _count.
 
-def _largest_inputs(cell, low, high):
+def _coefficients(cell, M, K):
+    """param_count(cell, M, D, K, 1) = a D^2 + b D + K, read off _count."""
+    c0, c1, c2 = (_count(cell, M, D, K, 1) for D in (0, 1, 2))
+    a = (c2 - 2 * c1 + c0) // 2
+    return a, c1 - c0 - a, c0
+
+
+def _largest_exact(cell, M, budget, K):
+    a, b, c = _coefficients(cell, M, K)
+    if budget < c + a + b:
+        return 0
+    D = (math.isqrt(b * b + 4 * a * (budget - c)) - b) // (2 * a)
+    while _count(cell, M, D + 1, K, 1) <= budget:
+        D += 1
+    while _count(cell, M, D, K, 1) > budget:
+        D -= 1
+    return D
+
+
+def _largest_inputs(cell, low, high, offset):
+    """A budget equal to the count of a drawn D, plus ``offset`` (0 or -1)."""
     def inputs(rng):
         M, K = int(rng.integers(1, 60)), int(rng.integers(0, 40))
-        return {"args": [cell, M, int(rng.integers(low, high)), K]}
+        D = int(rng.integers(low, high))
+        return {"args": [cell, M, _count(cell, M, D, K, 1) + offset, K]}
+    return inputs
+
+
+def _small_inputs(cell):
+    def inputs(rng):
+        M, K = int(rng.integers(1, 60)), int(rng.integers(0, 40))
+        return {"args": [cell, M, int(rng.integers(1, _count(cell, M, 1, K, 1))), K]}
     return inputs
 
 
 def _largest_reference(case):
-    cell, M, budget, K = case["args"]
-    D = 0
-    while _count(cell, M, D + 1, K, 1) <= budget:
-        D += 1
-    return {"D": D}
+    return {"D": _largest_exact(*case["args"])}
 
 
 # ---- Task 3: training_flops(cell, T, N, M, D) -> (sequential, parallel) ----------------
@@ -101,17 +133,26 @@ def _flops_reference(case):
 
 
 CHECKS = (
-    [Check(f"param_count {cell}", points=1, function="param_count",
-           inputs=_param_inputs(cell), reference=_param_reference,
-           outputs={"count": ()}, hand_written=RULE) for cell in CELLS]
-    + [Check(f"largest_state_size {cell}{note}", points=1, function="largest_state_size",
-             inputs=_largest_inputs(cell, low, high), reference=_largest_reference,
-             outputs={"D": ()}, hand_written=RULE)
-       for cell, low, high, note in (("lstm", 2_000, 2_000_000, ""),
-                                     ("gru-minimal", 500, 500_000, ""),
-                                     ("lstm-peephole", 1, 13, ", a budget too small"))]
+    [Check(f"param_count {cell}, {biases} bias{'es' if biases == 2 else ''} per block",
+           points=0.5, function="param_count", inputs=_param_inputs(cell, biases),
+           reference=_param_reference, outputs={"count": ()}, hand_written=RULE)
+     for cell in CELLS for biases in (1, 2)]
+    + [Check(f"largest_state_size {cell}{note}", points=1,
+             function="largest_state_size", inputs=inputs,
+             reference=_largest_reference, outputs={"D": ()}, tol=1e-12,
+             hand_written=RULE)
+       for cell, inputs, note in (
+           ("lstm", _largest_inputs("lstm", 2, 2_000, 0),
+            ", a budget equal to a count"),
+           ("gru", _largest_inputs("gru", 2, 2_000, -1),
+            ", a budget one below a count"),
+           ("lstm-peephole", _largest_inputs("lstm-peephole", 10**8, 10**9, 0),
+            ", a budget near 10^17 equal to a count"),
+           ("gru-minimal", _largest_inputs("gru-minimal", 10**8, 10**9, -1),
+            ", a budget near 10^17 one below a count"),
+           ("rnn", _small_inputs("rnn"), ", a budget too small"))]
     + [Check(f"training_flops {cell}", points=1.5, function="training_flops",
              inputs=_flops_inputs(cell), reference=_flops_reference,
              outputs={"sequential": (0,), "parallel": (1,)}, hand_written=RULE)
-       for cell in ("rnn", "lstm", "gru", "lstm-cifg")]
+       for cell in CELLS]
 )

@@ -285,3 +285,36 @@ def test_speed_file():
             assert entry["max_loss_difference_100_steps"] < 1e-8
             assert entry["numpy_ms"] > 0 and entry["torch64_ms"] > 0
     assert speed["command"].startswith("python -m rnnbook.compare speed")
+
+
+# ---- what the digit-sum runs train on ---------------------------------------------------
+
+@pytest.mark.parametrize("T", [3, 4, 5])
+def test_digit_sum_sequences_counts_every_possible_input(T):
+    rng = np.random.default_rng(T)
+    x, _ = compare.make_task("digit_sum", T, 200_000)(rng)
+    drawn = {bytes(row) for row in x.argmax(axis=-1).T.astype(np.int8)}
+    assert len(drawn) == compare.digit_sum_sequences(T)   # all of them, no more
+
+
+def test_digit_sum_coverage_sees_the_batches_fit_trains_on():
+    seen = []
+
+    def recording(rng):
+        x, y = compare.make_task("digit_sum", 6, compare.N)(rng)
+        seen.extend(bytes(row) for row in x.argmax(axis=-1).T.astype(np.int8))
+        return x, y
+
+    config = {**compare._config("digit_sum", 6, "rnn", "hidden", 4, seed=3),
+              "steps": 7}
+    params = compare.init_model("rnn", 10, 4, np.random.default_rng([3, 0]))
+    head = train.init_head(4, 19, np.random.default_rng([3, 1]))
+    train.fit(compare.rnn, params, recording, 7, lr=config["lr"],
+              optimizer="adam", loss="cross_entropy", head=head,
+              clip=config["clip"], seed=3, progress=False)
+    got = compare.digit_sum_coverage(6, seed=3, steps=7)
+    assert got["drawn"] == len(seen) == 7 * compare.N
+    assert got["distinct"] == len(set(seen))
+    x, _ = compare.held_out("digit_sum", 6)
+    test = [bytes(row) for row in x.argmax(axis=-1).T.astype(np.int8)]
+    assert got["test_seen"] == sum(t in set(seen) for t in test) / len(test)
