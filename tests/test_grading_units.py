@@ -354,3 +354,12 @@ def test_scan_flags_ways_to_the_graders_pipes():
     cells, _ = parse_notebook(json.dumps({"nbformat": 4, "cells": [
         {"cell_type": "code", "source": "\n".join(lines)}]}).encode())
     assert sorted({f["line"] for f in review(cells)}) == [2, 3, 4, 5, 6, 9]
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="reads /proc/self/mountinfo")
+def test_mounts_below_lists_nested_mount_points():
+    """private_filesystem keeps /tmp when the Python environment is mounted below it (a
+    checkout in /tmp): it asks _mounts_below, which must see nested mount points."""
+    below = confine._mounts_below("/")
+    assert "/proc" in below and "/" not in below
+    assert confine._mounts_below("/no/such/folder") == []

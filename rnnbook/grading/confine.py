@@ -110,6 +110,17 @@ def _flags_of(path):
     return out
 
 
+def _mounts_below(top):
+    """The mount points strictly below ``top`` in this mount namespace."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            points = [line.split()[4] for line in f]
+    except OSError:
+        return []
+    prefix = top.rstrip("/") + "/"
+    return [p for p in points if p.startswith(prefix) and p not in (top, prefix)]
+
+
 def private_filesystem(workdir, disk_mb, files, job_uid, read_only=(), hidden=()):
     """In the new mount namespace: workdir becomes a fresh tmpfs of disk_mb and at most
     ``files`` inodes (its 'tmp' folder is also /tmp), /proc and each of hidden are covered
@@ -117,7 +128,10 @@ def private_filesystem(workdir, disk_mb, files, job_uid, read_only=(), hidden=()
     opts = f"size={disk_mb}m,nr_inodes={files},mode=0700,uid={job_uid},gid={job_uid}"
     _mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, opts)
     os.mkdir(os.path.join(workdir, "tmp"), 0o700)
-    if os.path.isdir("/tmp"):
+    if os.path.isdir("/tmp") and not _mounts_below("/tmp"):
+        # Not when the Python environment is mounted below /tmp (a checkout in /tmp): a
+        # new /tmp would hide it. /tmp then stays the sandbox's read-only, empty folder;
+        # TMPDIR points at the job's folder either way.
         _mount(os.path.join(workdir, "tmp"), "/tmp", None, MS_BIND)
     for path in ("/proc",) + tuple(hidden):
         if os.path.isdir(path):
