@@ -7,7 +7,7 @@ torch.nn.utils.clip_grad_norm_ (with its norm_type) for the clipping function; t
 autograd through the scaled (6.50) network written here with torch operations for its
 backward pass; the spectral norms of torch.autograd.functional.jacobian for the Jacobian
 norms. The student's functions must be written by hand: no autograd, no rnnbook, and no
-torch clipping. Points are split equally over a check's outputs. Total: 16 points.
+torch clipping. Points are split equally over a check's outputs. Total: 17 points.
 """
 import numpy as np
 import torch
@@ -51,6 +51,19 @@ def _clip_inputs(norm_type, fraction):
 def _norm_reference(case):
     clipped, total = _torch_clip(*case["args"])
     return {**clipped, "total_norm": total.numpy()}
+
+
+def _clip_inputs32(norm_type, fraction):
+    """The same in float32: the answer must work on float32 arrays (compared with the
+    float64 reference of the same float32 values, within the float32 tolerance).
+    Non-finite gradients (error_if_nonfinite, an inf norm) cannot be graded here: the
+    grader refuses a non-finite reference and fails a non-finite answer, so they stay
+    in the exercise's self-checks."""
+    def inputs(rng):
+        grads = {k: v.astype(np.float32) for k, v in _grads(rng).items()}
+        norm = _torch_clip(grads, 1.0, norm_type)[1].item()
+        return {"args": [grads, float(fraction * norm), float(norm_type)]}
+    return inputs
 
 
 _NORM_OUTPUTS = {**{k: (0, k) for k in _KEYS}, "total_norm": (1,)}
@@ -119,6 +132,10 @@ CHECKS = [
     Check("clip_grad_norm, p = 3, a threshold above the norm (keeps)", points=1,
           function="clip_grad_norm", inputs=_clip_inputs(3.0, 1.7),
           reference=_norm_reference, outputs=_NORM_OUTPUTS, tol=1e-12,
+          hand_written=_BY_HAND),
+    Check("clip_grad_norm, float32 gradients, 2-norm, clips", points=1,
+          function="clip_grad_norm", inputs=_clip_inputs32(2.0, 0.4),
+          reference=_norm_reference, outputs=_NORM_OUTPUTS, tol=1e-12, tol32=1e-5,
           hand_written=_BY_HAND),
     Check("scaled_residual_backward", points=6, function="scaled_residual_backward",
           call="backward", forward="scaled_residual_forward", inputs=_scaled_inputs,

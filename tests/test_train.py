@@ -281,19 +281,23 @@ def test_fit_matches_torch_training(cell, ref, optimizer, lr, kind, threshold, w
         assert np.all(result.history["clipped"] == 0.0)
 
 
+@pytest.mark.parametrize("cell,ref,lr", [(rnn, reference.rnn, 1.0),
+                                         (residual, reference.residual, 0.1)],
+                         ids=["rnn", "residual"])
 @pytest.mark.parametrize("kind", [None, "norm"])
-def test_fit_with_a_frozen_head_matches_torch(kind):
+def test_fit_with_a_frozen_head_matches_torch(kind, cell, ref, lr):
     """frozen=("V", "c"): the head keeps its initial values, its gradient is recorded
     apart (grad_norm_head) but neither clipped nor counted in grad_norm, which is then
-    the cell's (grad_norm_cell); the cell trains as torch trains it."""
+    the cell's (grad_norm_cell); the cell trains as torch trains it. Both cells of
+    chapter 03."""
     r = np.random.default_rng(14)
-    params = train.init_params(rnn.PARAMS, 2, 6, r, scale=0.8)
+    params = train.init_params(cell.PARAMS, 2, 6, r, scale=0.8)
     head = train.init_head(6, 1, r)
     task = functools.partial(tasks.adding, T=8, N=5)
-    result = train.fit(rnn, params, task, 20, lr=1.0, head=head, clip=kind and 0.3,
+    result = train.fit(cell, params, task, 20, lr=lr, head=head, clip=kind and 0.3,
                        seed=5, progress=False, frozen=("V", "c"))
     parts = {}
-    losses, norms, final = torch_fit(reference.rnn, params, head, task, 20, 1.0, "sgd",
+    losses, norms, final = torch_fit(ref, params, head, task, 20, lr, "sgd",
                                      kind, 0.3, seed=5, frozen=("V", "c"), parts=parts)
     h = result.history
     assert result.diverged_at is None
