@@ -310,24 +310,6 @@ def steps_to_threshold(loss, threshold, window=WINDOW):
     return int(hit[0] + window) if hit.size else None
 
 
-def _significant(values, digits=6):
-    """Round to ``digits`` significant digits; NaN and infinities become None."""
-    return [float(f"{v:.{digits - 1}e}") if math.isfinite(v) else None
-            for v in np.asarray(values, dtype=np.float64).ravel()]
-
-
-def _blocks(a, size):
-    a = np.asarray(a, dtype=np.float64)
-    n = -(-len(a) // size)
-    out = np.full(n, np.nan)
-    for i in range(n):
-        block = a[i * size:(i + 1) * size]
-        block = block[np.isfinite(block)]
-        if block.size:
-            out[i] = block.mean()
-    return out
-
-
 def train_model(config, nudge=0.0):
     """Train one configuration; returns fit's Result. The cell's parameters come from
     default_rng([seed, 0]), the head's from default_rng([seed, 1]) and the batches from
@@ -363,17 +345,17 @@ def run(config):
     loss = result.history["loss"]
     return {
         "n_params": n_params(model, spec["M"], config["D"], spec["K"]),
-        "baseline_loss": _significant([base])[0],
-        "threshold": _significant([threshold])[0],
-        "test_loss": _significant([test["loss"]])[0],
-        "test_metric": _significant([test["metric"]])[0],
+        "baseline_loss": experiments.significant([base])[0],
+        "threshold": experiments.significant([threshold])[0],
+        "test_loss": experiments.significant([test["loss"]])[0],
+        "test_metric": experiments.significant([test["metric"]])[0],
         "metric": METRICS[task],
         "solved": bool(test["loss"] <= threshold),
         "steps_to_threshold": steps_to_threshold(loss, threshold),
-        "final_train_loss": _significant([np.mean(loss[-100:])])[0],
+        "final_train_loss": experiments.significant([np.mean(loss[-100:])])[0],
         "diverged_at": result.diverged_at,
         "block": BLOCK,
-        "loss_curve": _significant(_blocks(loss, BLOCK)),
+        "loss_curve": experiments.significant(experiments.block_reduce(loss, BLOCK, "mean")),
     }
 
 

@@ -242,8 +242,9 @@ def _clean(value):
     return value
 
 
-def _significant(a, digits=6):
-    """Round to ``digits`` significant digits (compact committed files); NaN kept."""
+def significant(a, digits=6):
+    """Round to ``digits`` significant digits (compact committed files); NaN and
+    infinities become None (JSON has no NaN)."""
     a = np.asarray(a, dtype=np.float64)
     return [float(f"{v:.{digits - 1}e}") if math.isfinite(v) else None for v in a]
 
@@ -329,10 +330,10 @@ def clipping_run(config):
         "max_grad_norm_head": peak(h["grad_norm_head"], np.nanmax),
         "rho_final": spectral_radius(r.params["U"]),
         "block": CLIPPING_BLOCK,
-        "loss_curve": _significant(block_reduce(h["loss"], CLIPPING_BLOCK, "mean")),
-        "grad_norm_cell_curve": _significant(block_reduce(cell_norm, CLIPPING_BLOCK,
+        "loss_curve": significant(block_reduce(h["loss"], CLIPPING_BLOCK, "mean")),
+        "grad_norm_cell_curve": significant(block_reduce(cell_norm, CLIPPING_BLOCK,
                                                           "max")),
-        "grad_norm_head_curve": _significant(block_reduce(h["grad_norm_head"],
+        "grad_norm_head_curve": significant(block_reduce(h["grad_norm_head"],
                                                           CLIPPING_BLOCK, "max")),
     }
 
