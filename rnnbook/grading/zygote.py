@@ -69,18 +69,29 @@ def _probe_user(uid):
     import numpy
     import rnnbook
     paths = [os.__file__, numpy.__file__, rnnbook.__file__, os.environ.get("MPLCONFIGDIR", "/")]
+
+    def read_as_user():
+        confine.become(uid)
+        for p in paths:
+            if os.path.isdir(p):
+                os.listdir(p)
+            else:
+                with open(p, "rb") as f:
+                    f.read(1)
+
+    ok, why = _in_child(read_as_user)
+    return ok, ("" if ok else f"user {uid} cannot run this Python environment ({why})")
+
+
+def _in_child(body):
+    """Run body() in a forked throwaway process: (True, "") when it returns, else (False,
+    what it raised; "" when it exited with a non-zero status of its own)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(r)
-            confine.become(uid)
-            for p in paths:
-                if os.path.isdir(p):
-                    os.listdir(p)
-                else:
-                    with open(p, "rb") as f:
-                        f.read(1)
+            body()
             os._exit(0)
         except BaseException as e:
             os.write(w, f"{type(e).__name__}: {e}".encode()[:500])
@@ -88,8 +99,7 @@ def _probe_user(uid):
     os.close(w)
     why = os.read(r, 1000).decode(errors="replace")
     os.close(r)
-    ok = os.waitpid(pid, 0)[1] == 0
-    return ok, ("" if ok else f"user {uid} cannot run this Python environment ({why})")
+    return os.waitpid(pid, 0)[1] == 0, why
 
 
 def _ipython():
@@ -136,33 +146,23 @@ def _userns_hint():
 
 def _probe(namespaces, only_namespaces):
     """Whether the confinement works here: tried in a throwaway process."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            if namespaces:
-                confine.enter_namespaces(JOB_UID)
-                inner = os.fork()
-                if inner:
-                    os._exit(os.waitstatus_to_exitcode(os.waitpid(inner, 0)[1]) & 0xFF)
-                confine.private_filesystem(JOB_DIR, 1, 64, JOB_UID, read_only=("/dev",))
-            if not only_namespaces:
-                confine.drop_privileges()
-                confine.seccomp()
-                try:
-                    os.fork()
-                    os._exit(3)                    # a fork was not refused
-                except OSError:
-                    pass
-            os._exit(0)
-        except BaseException as e:
-            os.write(w, f"{type(e).__name__}: {e}".encode()[:500])
-            os._exit(1)
-    os.close(w)
-    why = os.read(r, 1000).decode(errors="replace")
-    os.close(r)
-    ok = os.waitpid(pid, 0)[1] == 0
+    def confine_here():
+        if namespaces:
+            confine.enter_namespaces(JOB_UID)
+            inner = os.fork()
+            if inner:
+                os._exit(os.waitstatus_to_exitcode(os.waitpid(inner, 0)[1]) & 0xFF)
+            confine.private_filesystem(JOB_DIR, 1, 64, JOB_UID, read_only=("/dev",))
+        if not only_namespaces:
+            confine.drop_privileges()
+            confine.seccomp()
+            try:
+                os.fork()
+                os._exit(3)                    # a fork was not refused
+            except OSError:
+                pass
+
+    ok, why = _in_child(confine_here)
     return ok, ("" if ok else why or "the probe failed")
 
 
